@@ -1,0 +1,18 @@
+cdef class Peer:
+    cdef public str host
+    cdef public int port
+    cdef public int weight
+    cdef public str address
+    cdef public int index
+    cdef public int current_weight
+    cdef public int effective_weight
+    # Requests this worker has in flight to the peer.
+    cdef public int active
+    # Idle keep-alive connections to the peer, most recently used last (pool.pyx).
+    cdef public list idle
+
+
+cdef class RoundRobin:
+    cdef public list peers
+    cdef int n
+    cdef Peer pick(self)

@@ -1,0 +1,20 @@
+from fastgw._core.balancer cimport Peer, RoundRobin
+
+
+cdef class UpstreamPool:
+    cdef public str name
+    cdef public RoundRobin balancer
+    cdef public int keepalive
+    cdef public double keepalive_timeout
+    cdef public int keepalive_requests
+    cdef public int idle_count
+    cdef public long reused
+    cdef public long opened
+    cdef object loop
+    cdef object _sweeper
+
+    cdef object acquire(self, Peer peer)
+    cdef bint release(self, Peer peer, object conn, double now)
+    cdef void forget(self, Peer peer, object conn)
+    cdef _evict_oldest(self, Peer preferred)
+    cdef double _sweep_interval(self)

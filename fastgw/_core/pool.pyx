@@ -1,0 +1,118 @@
+"""The per-worker keep-alive pool of upstream connections (nginx's ``keepalive N``).
+
+Idle connections wait per peer, most recently used last, and are reused
+last-in first-out so that the warmest connection serves next and the rest
+age out. At most ``keepalive`` connections are idle at once per upstream and
+worker (nginx's meaning: a cache size, not a cap on open connections); when
+it is full the oldest idle connection is closed to make room. A connection
+idle for ``keepalive_timeout`` seconds is closed by a sweep that runs at most
+once a second, and one that has served ``keepalive_requests`` is not kept.
+
+The pool only needs three things of a connection: ``idle_since`` (loop time
+it became idle, seconds), ``closed`` (bool) and ``close()``.
+"""
+
+from fastgw._core.balancer cimport Peer, RoundRobin
+
+
+cdef class UpstreamPool:
+    """Idle connections of one upstream group in one worker.
+
+    ``balancer`` picks peers; ``keepalive`` is the idle cache size (0: no
+    reuse); ``keepalive_timeout`` seconds; ``keepalive_requests`` a count.
+    """
+
+    def __init__(self, str name, RoundRobin balancer, int keepalive=0,
+                 double keepalive_timeout=60.0, int keepalive_requests=1000, loop=None):
+        self.name = name
+        self.balancer = balancer
+        self.keepalive = keepalive
+        self.keepalive_timeout = keepalive_timeout
+        self.keepalive_requests = keepalive_requests
+        self.idle_count = 0
+        self.reused = 0
+        self.opened = 0
+        self.loop = loop
+        self._sweeper = None
+
+    cdef object acquire(self, Peer peer):
+        """An idle open connection to ``peer`` (removed from the pool), or None."""
+        cdef list idle = peer.idle
+        while idle:
+            conn = idle.pop()
+            self.idle_count -= 1
+            if not conn.closed:
+                self.reused += 1
+                return conn
+        return None
+
+    cdef bint release(self, Peer peer, object conn, double now):
+        """Keep ``conn`` for reuse; False (the caller closes it) when keep-alive is off."""
+        if self.keepalive <= 0:
+            return False
+        if self.idle_count >= self.keepalive:
+            self._evict_oldest(peer)
+        conn.idle_since = now
+        peer.idle.append(conn)
+        self.idle_count += 1
+        if self._sweeper is None and self.loop is not None:
+            self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)
+        return True
+
+    cdef void forget(self, Peer peer, object conn):
+        """Drop an idle connection that closed by itself (the upstream closed it)."""
+        try:
+            peer.idle.remove(conn)
+        except ValueError:
+            return
+        self.idle_count -= 1
+
+    cdef _evict_oldest(self, Peer preferred):
+        cdef Peer peer, victim_peer = None
+        cdef double oldest = 0
+        if preferred.idle:
+            victim_peer = preferred
+        else:
+            for peer in self.balancer.peers:
+                if peer.idle and (victim_peer is None or peer.idle[0].idle_since < oldest):
+                    victim_peer = peer
+                    oldest = peer.idle[0].idle_since
+        if victim_peer is None:
+            return
+        conn = victim_peer.idle.pop(0)
+        self.idle_count -= 1
+        conn.close()
+
+    cdef double _sweep_interval(self):
+        return min(1.0, max(self.keepalive_timeout / 2, 0.05))
+
+    def _sweep(self):
+        """Close connections idle for longer than keepalive_timeout; re-arm while any is idle."""
+        cdef Peer peer
+        self._sweeper = None
+        now = self.loop.time()
+        limit = now - self.keepalive_timeout
+        for peer in self.balancer.peers:
+            while peer.idle and peer.idle[0].idle_since <= limit:
+                conn = peer.idle.pop(0)
+                self.idle_count -= 1
+                conn.close()
+        if self.idle_count > 0:
+            self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)
+
+    def close_idle(self):
+        """Close every idle connection (graceful shutdown)."""
+        cdef Peer peer
+        for peer in self.balancer.peers:
+            while peer.idle:
+                conn = peer.idle.pop()
+                self.idle_count -= 1
+                conn.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def idle_connections(self):
+        """How many connections wait idle, per peer address (for tests and status)."""
+        cdef Peer peer
+        return {peer.address: len(peer.idle) for peer in self.balancer.peers}

@@ -1,0 +1,112 @@
+from fastgw._core.balancer cimport Peer
+from fastgw._core.pool cimport UpstreamPool
+from fastgw._core.router cimport Router, VirtualHosts
+
+
+cdef class Runtime:
+    cdef public object loop
+    cdef public object error_log
+    cdef public set connections
+    cdef public int worker_connections
+    cdef public int active
+    cdef public long conn_counter
+    cdef public long requests_total
+    cdef public bint shutting_down
+    cdef public object on_drained
+    cdef public bytes pid
+    cdef public object upstream_factory
+
+    cdef void conn_closed(self, object conn)
+
+
+cdef class Location:
+    cdef public object conf
+    cdef public int kind
+    cdef public UpstreamPool pool
+    cdef public bytes prefix
+    cdef public bint exact
+    cdef public bytes uri
+    cdef public tuple set_headers
+    cdef public frozenset skip
+    cdef public bytes proxy_host
+    cdef public bytes proxy_port
+    cdef public bint upstream_http10
+    cdef public double connect_timeout
+    cdef public double send_timeout
+    cdef public double read_timeout
+    cdef public double keepalive_timeout
+    cdef public long keepalive_requests
+    cdef public double body_timeout
+    cdef public double client_send_timeout
+    cdef public long max_body
+    cdef public tuple add_headers
+    cdef public list access_logs
+    cdef public object error_log
+    cdef public int ret_code
+    cdef public tuple ret_parts
+    cdef public double min_timeout
+
+
+cdef class Server:
+    cdef public object conf
+    cdef public Router router
+    cdef public Location not_found
+    cdef public Location ret
+    cdef public bytes name
+    cdef public double header_timeout
+    cdef public long header_buffer_size
+    cdef public long header_buffers
+    cdef public double keepalive_timeout
+    cdef public double min_timeout
+    cdef public object error_log
+
+
+cdef class Listener:
+    cdef public Runtime rt
+    cdef public VirtualHosts vhosts
+    cdef public object sock
+    cdef public bytes server_addr
+    cdef public bytes server_port
+    cdef public bint accepting
+
+    cdef _refuse(self, sock)
+
+
+cdef class Request:
+    cdef public bytes method
+    cdef public bytes url
+    cdef public list headers
+    cdef public bytes host
+    cdef public bytes content_length
+    cdef public bytes te
+    cdef public bint expect_continue
+    cdef public bint http11
+    cdef public bint keep_alive
+    cdef public bint conn_close
+    cdef public bint head_done
+    cdef public bint body_done
+    cdef public bint done
+    cdef public bint chunked
+    cdef public bint close_after
+    cdef public bint retried
+    cdef public bint head_only
+    cdef public bint response_started
+    cdef public Location location
+    cdef public Server server
+    cdef public bytes uri
+    cdef public bytes args
+    cdef public double start
+    cdef public int status
+    cdef public long body_received
+    cdef public long bytes_sent
+    cdef public long head_size
+    cdef public list body_buf
+    cdef public long body_buffered
+    cdef public object upstream
+    cdef public str upstream_addr
+    cdef public int upstream_status
+    cdef public int error_status
+    cdef public bytes referer
+    cdef public bytes user_agent
+    cdef public bytes xff
+    cdef public bytes request_line

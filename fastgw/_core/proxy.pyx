@@ -1,0 +1,1597 @@
+"""The proxy: the downstream (client) protocol, the upstream connection and the relay.
+
+One request's path through a worker::
+
+    Listener.on_readable   accept a batch of connections (the worker owns its accept loop)
+    Downstream             parse with llhttp (httptools, strict), route, then either answer
+                           locally (return, errors) or hand the request to
+    UpstreamConn           a pooled keep-alive connection (or a new one) to a peer picked by
+                           the balancer: write the rewritten head and stream the body; parse
+                           the response with llhttp and relay it, re-framed, to the client
+
+Flow control runs both ways: when a side's write buffer passes its high-water
+mark, the other side's reading is paused until it drains (uvicorn's
+flow_control, nginx's busy buffers).
+
+Timeouts (nginx's client_header_timeout, client_body_timeout, send_timeout,
+keepalive_timeout, proxy_connect_timeout, proxy_read_timeout,
+proxy_send_timeout) cost no timer per read: each connection keeps one timer
+armed for at most the shortest timeout it can need; events only record loop
+times, and the timer, when it fires, compares them with the deadline of the
+connection's current state and re-arms.
+
+Pipelined requests are answered in order: a request parsed while another is
+served waits in ``pending`` with its body buffered (reading pauses above
+PIPELINE_BUFFER bytes).
+"""
+
+import socket
+import time
+from functools import partial
+
+from httptools import HttpRequestParser, HttpResponseParser
+from httptools import HttpParserError, HttpParserUpgrade, HttpParserCallbackError
+
+from fastgw._core.http cimport (status_line, date_header, is_hop_by_hop, is_idempotent,
+                                local_response)
+from fastgw._core.balancer cimport Peer
+from fastgw._core.pool cimport UpstreamPool
+from fastgw._core.router cimport Router, VirtualHosts, normalize_path, normalize_host
+
+from fastgw.config import variables as V
+from fastgw.observe.access_log import combined
+
+cdef enum:
+    K_PROXY = 0
+    K_RETURN = 1
+    K_NOT_FOUND = 2
+
+    # Downstream states.
+    S_IDLE = 0        # between requests (keep-alive) or before the first byte
+    S_HEAD = 1        # a request head is being received
+    S_ACTIVE = 2      # a request is being served
+    S_CLOSED = 3
+
+    # Bytes buffered for pipelined requests (and for a body that arrives before
+    # its upstream connection is ready) before the client is paused.
+    PIPELINE_BUFFER = 1048576
+    # Most pipelined requests waiting their turn before the client is paused.
+    PIPELINE_DEPTH = 32
+    # Write buffer high-water mark of both sides (bytes).
+    HIGH_WATER = 262144
+    # How many connections one readiness event may accept.
+    ACCEPT_BATCH = 64
+
+# Public names for the kinds, for fastgw.runtime.
+KIND_PROXY = K_PROXY
+KIND_RETURN = K_RETURN
+KIND_NOT_FOUND = K_NOT_FOUND
+
+cdef bytes CRLF = b"\r\n"
+cdef bytes CHUNK_END = b"0\r\n\r\n"
+cdef bytes CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+cdef frozenset ADD_HEADER_CODES = frozenset({200, 201, 204, 206, 301, 302, 303, 304, 307, 308})
+cdef frozenset REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# Response fields fastgw replaces with its own (nginx hides the upstream's Date
+# and Server and sends its own) or re-frames.
+cdef frozenset RESPONSE_SKIP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+    b"transfer-encoding", b"upgrade", b"content-length", b"date", b"server",
+})
+
+
+cdef class Runtime:
+    """What one worker's connections share: the loop, the main error log, counters.
+
+    ``worker_connections`` bounds client plus upstream connections;
+    ``on_drained`` is called once when a graceful shutdown has no connection
+    left.
+    """
+
+    def __init__(self, loop, error_log, int worker_connections, bytes pid):
+        self.loop = loop
+        self.error_log = error_log
+        self.connections = set()
+        self.worker_connections = worker_connections
+        self.active = 0
+        self.conn_counter = 0
+        self.requests_total = 0
+        self.shutting_down = False
+        self.on_drained = None
+        self.pid = pid
+        self.upstream_factory = UpstreamConn
+
+    cdef void conn_closed(self, object conn):
+        self.connections.discard(conn)
+        self.active -= 1
+        if self.shutting_down and not self.connections and self.on_drained is not None:
+            cb, self.on_drained = self.on_drained, None
+            cb()
+
+    def shutdown(self, on_drained):
+        """Begin a graceful stop: idle clients are closed, busy ones close after their response.
+
+        ``on_drained()`` is called when the last client connection is gone.
+        """
+        self.shutting_down = True
+        self.on_drained = on_drained
+        for conn in list(self.connections):
+            (<Downstream>conn).graceful_close()
+        if not self.connections and self.on_drained is not None:
+            cb, self.on_drained = self.on_drained, None
+            cb()
+
+    def abort_all(self):
+        """Close every client connection now (fast stop)."""
+        for conn in list(self.connections):
+            (<Downstream>conn).abort()
+
+
+cdef class Location:
+    """A location ready for requests: everything resolved at config time (fastgw.runtime builds it)."""
+
+    def __init__(self):
+        self.kind = K_NOT_FOUND
+        self.pool = None
+        self.prefix = b"/"
+        self.exact = False
+        self.uri = None
+        self.set_headers = ()
+        self.skip = frozenset()
+        self.proxy_host = b""
+        self.proxy_port = b"80"
+        self.upstream_http10 = False
+        self.add_headers = ()
+        self.access_logs = []
+        self.ret_code = 0
+        self.ret_parts = None
+        self.min_timeout = 60.0
+
+
+cdef class Server:
+    """A virtual server ready for requests: its router and connection-level settings."""
+
+    def __init__(self):
+        self.router = None
+        self.not_found = None
+        self.ret = None
+        self.name = b""
+
+
+cdef class Request:
+    """One request on a client connection, from its first byte to its access log line."""
+
+    def __init__(self):
+        self.headers = []
+        self.status = 0
+        self.body_buf = []
+
+
+# -- variables -----------------------------------------------------------------------------
+
+cdef bytes _find_header(Request r, bytes lname):
+    cdef tuple h
+    for h in r.headers:
+        if <bytes>h[2] == lname:
+            return <bytes>h[1]
+    return None
+
+
+cdef bytes _arg(bytes args, bytes name):
+    if not args:
+        return None
+    for pair in args.split(b"&"):
+        key, sep, value = pair.partition(b"=")
+        if key.lower() == name:
+            return value
+    return None
+
+
+cdef bytes _cookie(Request r, bytes name):
+    cdef tuple h
+    for h in r.headers:
+        if <bytes>h[2] == b"cookie":
+            for item in (<bytes>h[1]).split(b";"):
+                key, sep, value = item.strip().partition(b"=")
+                if key.lower() == name:
+                    return value
+    return None
+
+
+cdef bytes variable(int code, bytes arg, Request r, Downstream ds):
+    """The value of one nginx variable for a request (bytes, b"" when unset)."""
+    cdef bytes value
+    if code == V.HOST:
+        if r.host:
+            return normalize_host(r.host) or b""
+        return r.server.name if r.server is not None else b""
+    if code == V.REMOTE_ADDR:
+        return ds.remote_addr
+    if code == V.REMOTE_PORT:
+        return ds.remote_port
+    if code == V.PROXY_HOST:
+        return r.location.proxy_host
+    if code == V.PROXY_PORT:
+        return r.location.proxy_port
+    if code == V.PROXY_ADD_X_FORWARDED_FOR:
+        if r.xff:
+            return r.xff + b", " + ds.remote_addr
+        return ds.remote_addr
+    if code == V.SCHEME:
+        return b"http"
+    if code == V.REQUEST_URI:
+        return r.url
+    if code == V.URI:
+        return r.uri or b""
+    if code == V.ARGS:
+        return r.args or b""
+    if code == V.IS_ARGS:
+        return b"?" if r.args is not None else b""
+    if code == V.REQUEST_METHOD:
+        return r.method or b""
+    if code == V.SERVER_NAME:
+        return r.server.name if r.server is not None else b""
+    if code == V.SERVER_PORT:
+        return ds.listener.server_port
+    if code == V.SERVER_ADDR:
+        return ds.listener.server_addr
+    if code == V.SERVER_PROTOCOL:
+        return b"HTTP/1.1" if r.http11 else b"HTTP/1.0"
+    if code == V.CONNECTION:
+        return b"%d" % ds.conn_id
+    if code == V.CONNECTION_REQUESTS:
+        return b"%d" % ds.requests
+    if code == V.PID:
+        return ds.rt.pid
+    if code == V.MSEC:
+        return b"%.3f" % time.time()
+    if code == V.CONTENT_LENGTH:
+        return r.content_length or b""
+    if code == V.CONTENT_TYPE:
+        return _find_header(r, b"content-type") or b""
+    if code == V.REQUEST:
+        return r.request_line or b""
+    if code == V.HTTP:
+        value = _find_header(r, arg)
+        return value if value is not None else b""
+    if code == V.ARG:
+        value = _arg(r.args, arg)
+        return value if value is not None else b""
+    if code == V.COOKIE:
+        value = _cookie(r, arg)
+        return value if value is not None else b""
+    return b""
+
+
+cdef bytes render(tuple parts, Request r, Downstream ds):
+    """Evaluate a compiled template (see fastgw.config.variables.Template)."""
+    cdef list out = []
+    cdef object part
+    for part in parts:
+        if type(part) is bytes:
+            out.append(part)
+        else:
+            out.append(variable(<int>part[0], <bytes>part[1], r, ds))
+    return b"".join(out)
+
+
+cdef bytes _safe_value(bytes value):
+    """A rendered header value with CR, LF and NUL removed: a variable must not split a header."""
+    if b"\r" in value or b"\n" in value or b"\0" in value:
+        return value.replace(b"\r", b"").replace(b"\n", b"").replace(b"\0", b"")
+    return value
+
+
+# -- accept --------------------------------------------------------------------------------
+
+cdef bytes OVERLOADED = (b"HTTP/1.1 503 Service Temporarily Unavailable\r\nServer: fastgw\r\n"
+                         b"Content-Length: 0\r\nRetry-After: 1\r\nConnection: close\r\n\r\n")
+
+
+cdef class Listener:
+    """One listening socket of a worker, with the accept loop the worker owns.
+
+    libuv accepts one connection per loop iteration, so a busy worker drains a
+    burst of new connections slowly (design.md §2); here each readiness event
+    accepts up to ACCEPT_BATCH connections.
+    """
+
+    def __init__(self, Runtime rt, VirtualHosts vhosts, sock):
+        self.rt = rt
+        self.vhosts = vhosts
+        self.sock = sock
+        host, port = sock.getsockname()[:2]
+        self.server_addr = host.encode()
+        self.server_port = str(port).encode()
+        self.accepting = False
+
+    def start(self):
+        """Watch the socket for incoming connections."""
+        if not self.accepting:
+            self.rt.loop.add_reader(self.sock.fileno(), self.on_readable)
+            self.accepting = True
+
+    def stop(self):
+        """Stop accepting (the socket stays open: the master owns it)."""
+        if self.accepting:
+            self.rt.loop.remove_reader(self.sock.fileno())
+            self.accepting = False
+
+    def on_readable(self):
+        cdef int i
+        cdef Runtime rt = self.rt
+        for i in range(ACCEPT_BATCH):
+            try:
+                sock, addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # EMFILE/ENFILE: nginx logs "accept() failed" and carries on.
+                rt.error_log.log("alert", f"accept() failed ({exc.errno}: {exc.strerror})")
+                return
+            if rt.active >= rt.worker_connections or rt.shutting_down:
+                self._refuse(sock)
+                continue
+            sock.setblocking(False)
+            proto = Downstream(self, addr)
+            rt.active += 1
+            rt.connections.add(proto)
+            task = rt.loop.create_task(rt.loop.connect_accepted_socket(proto._self, sock))
+            task.add_done_callback(partial(_accepted, proto))
+
+    cdef _refuse(self, sock):
+        # The overload issue turns this into a counted, logged, lingering 503.
+        try:
+            sock.send(OVERLOADED)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        sock.close()
+
+
+# -- downstream ------------------------------------------------------------------------------
+
+def _accepted(proto, task):
+    # A socket that failed between accept() and its transport never gets
+    # connection_made/connection_lost: release its slot here.
+    if task.cancelled() or task.exception() is not None:
+        (<Downstream>proto).connection_lost(None)
+
+
+class _Reject(Exception):
+    """Raised inside a parser callback to stop parsing; the status is on the connection."""
+
+
+cdef class Downstream:
+    """The client side of one connection (an asyncio protocol driven by uvloop)."""
+
+    cdef Runtime rt
+    cdef public Listener listener
+    cdef object loop
+    cdef object transport
+    cdef object parser
+    cdef public long conn_id
+    cdef public bytes remote_addr
+    cdef public bytes remote_port
+    cdef Request parsing
+    cdef Request current
+    cdef list pending
+    cdef public long requests
+    cdef int state
+    cdef bint reading_paused
+    cdef bint writing_paused
+    cdef bint closing
+    cdef bint no_more_requests
+    cdef bint graceful
+    cdef int reject_status
+    cdef long head_bytes
+    cdef long pending_bytes
+    cdef double last_read
+    cdef double idle_since
+    cdef double head_started
+    cdef double write_paused_at
+    cdef object timer
+    cdef double timer_step
+    cdef Server default_server
+
+    def __init__(self, Listener listener, addr):
+        self.listener = listener
+        self.rt = listener.rt
+        self.loop = self.rt.loop
+        self.rt.conn_counter += 1
+        self.conn_id = self.rt.conn_counter
+        self.remote_addr = str(addr[0]).encode() if addr else b""
+        self.remote_port = str(addr[1]).encode() if addr and len(addr) > 1 else b""
+        self.pending = []
+        self.requests = 0
+        self.state = S_IDLE
+        self.default_server = <Server>listener.vhosts.default
+        self.parser = HttpRequestParser(self)
+
+    def _self(self):
+        return self
+
+    # -- asyncio protocol --------------------------------------------------------------
+    def connection_made(self, transport):
+        self.transport = transport
+        transport.set_write_buffer_limits(HIGH_WATER)
+        now = self.loop.time()
+        self.last_read = now
+        # The first request gets client_header_timeout to arrive (nginx's post-accept timeout).
+        self.idle_since = now - self.default_server.keepalive_timeout + self.default_server.header_timeout
+        self._arm_timer(self.default_server.min_timeout)
+        if self.graceful:
+            self._close()
+
+    def data_received(self, data):
+        if self.closing:
+            return
+        self.last_read = self.loop.time()
+        try:
+            self.parser.feed_data(data)
+        except HttpParserUpgrade as exc:
+            # llhttp stops at an Upgrade request; fastgw does not tunnel yet (the
+            # conformance issue brings WebSocket), so the request was served as a
+            # plain one without Upgrade and parsing goes on after it.
+            offset = exc.args[0]
+            if not self.closing and offset < len(data):
+                self.data_received(data[offset:])
+            return
+        except (HttpParserError, HttpParserCallbackError, _Reject) as exc:
+            if self.reject_status == -1:
+                self._pause_reading()
+                return
+            self._parse_failed(exc)
+            return
+        if self.parsing is not None and not self.parsing.head_done:
+            self.head_bytes += len(data)
+            if self.head_bytes > self.default_server.header_buffers * self.default_server.header_buffer_size + 65536:
+                # httptools holds a header line in memory until it ends: bound it here.
+                self.reject_status = 400
+                self._parse_failed(None)
+
+    def eof_received(self):
+        # A half-closed client may still read the response (HTTP/1.0 clients do this).
+        if self.current is None and self.parsing is None:
+            self._close()
+            return False
+        self.no_more_requests = True
+        return True
+
+    def connection_lost(self, exc):
+        cdef Request r
+        if self.state == S_CLOSED:
+            return
+        self.state = S_CLOSED
+        self.closing = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        r = self.current
+        if r is not None and not r.done:
+            # nginx's 499: the client closed the connection before the response was sent.
+            if r.upstream is not None:
+                (<UpstreamConn>r.upstream).abort_from_client()
+            if not r.response_started:
+                r.status = 499
+            self._log_request(r)
+            r.done = True
+        self.current = None
+        self.pending = []
+        self.rt.conn_closed(self)
+
+    def pause_writing(self):
+        cdef Request r = self.current
+        self.writing_paused = True
+        self.write_paused_at = self.loop.time()
+        if r is not None and r.upstream is not None:
+            (<UpstreamConn>r.upstream).pause_reading()
+
+    def resume_writing(self):
+        cdef Request r = self.current
+        self.writing_paused = False
+        if r is not None and r.upstream is not None:
+            (<UpstreamConn>r.upstream).resume_reading()
+
+    # -- llhttp callbacks (httptools) -------------------------------------------------
+    def on_message_begin(self):
+        cdef Request r = Request()
+        if self.no_more_requests or self.closing:
+            # Bytes after a request that closes the connection are ignored (nginx).
+            self.reject_status = -1
+            raise _Reject()
+        r.start = self.loop.time()
+        r.http11 = True
+        self.parsing = r
+        self.head_bytes = 0
+        if self.current is None and self.state == S_IDLE:
+            self.state = S_HEAD
+            self.head_started = r.start
+
+    def on_url(self, bytes url):
+        cdef Request r = self.parsing
+        r.url = url if r.url is None else r.url + url
+        if len(r.url) > self.default_server.header_buffer_size:
+            self.reject_status = 414
+            raise _Reject()
+
+    def on_header(self, bytes name, bytes value):
+        cdef Request r = self.parsing
+        cdef bytes lname = name.lower()
+        cdef Py_ssize_t size = len(name) + len(value) + 4
+        r.head_size += size
+        if (size > self.default_server.header_buffer_size
+                or r.head_size > self.default_server.header_buffers * self.default_server.header_buffer_size):
+            self.reject_status = 400
+            raise _Reject()
+        r.headers.append((name, value, lname))
+        if lname == b"host":
+            if r.host is not None:
+                # RFC 9112 §3.2: more than one Host is a 400.
+                self.reject_status = 400
+                raise _Reject()
+            r.host = value
+        elif lname == b"content-length":
+            r.content_length = value
+        elif lname == b"transfer-encoding":
+            r.te = value if r.te is None else r.te + b"," + value
+        elif lname == b"connection":
+            for token in value.lower().split(b","):
+                token = token.strip()
+                if token == b"close":
+                    r.conn_close = True
+                elif token == b"keep-alive":
+                    r.keep_alive = True
+        elif lname == b"expect":
+            if value.lower() == b"100-continue":
+                r.expect_continue = True
+        elif lname == b"x-forwarded-for":
+            r.xff = value if r.xff is None else r.xff + b", " + value
+        elif lname == b"referer":
+            r.referer = value
+        elif lname == b"user-agent":
+            r.user_agent = value
+
+    def on_headers_complete(self):
+        cdef Request r = self.parsing
+        cdef str version
+        r.head_done = True
+        r.method = self.parser.get_method()
+        version = self.parser.get_http_version()
+        if version == "1.1":
+            r.http11 = True
+            r.keep_alive = not r.conn_close
+        elif version == "1.0":
+            r.http11 = False
+            r.keep_alive = r.keep_alive and not r.conn_close
+        else:
+            self.reject_status = 505
+            raise _Reject()
+        r.request_line = r.method + b" " + (r.url or b"") + (b" HTTP/1.1" if r.http11 else b" HTTP/1.0")
+        if r.te is not None:
+            status = _te_status(r.te, r.http11)
+            if status:
+                self.reject_status = status
+                raise _Reject()
+            r.chunked = True
+        if r.http11 and r.host is None:
+            self.reject_status = 400
+            raise _Reject()
+        if r.method == b"CONNECT":
+            self.reject_status = 405
+            raise _Reject()
+        if not r.keep_alive:
+            self.no_more_requests = True
+        if self.current is None:
+            self._dispatch(r)
+        else:
+            self.pending.append(r)
+            if len(self.pending) >= PIPELINE_DEPTH:
+                self._pause_reading()
+
+    def on_body(self, bytes chunk):
+        cdef Request r = self.parsing
+        cdef Location loc
+        r.body_received += len(chunk)
+        if r.done:
+            return  # answered already (e.g. a local response): discard, as nginx does
+        loc = r.location
+        if loc is not None and loc.max_body and r.body_received > loc.max_body:
+            self._reject_body(r, 413)
+            return
+        if r.upstream is not None and (<UpstreamConn>r.upstream).sending:
+            (<UpstreamConn>r.upstream).write_body(chunk)
+        else:
+            r.body_buf.append(chunk)
+            r.body_buffered += len(chunk)
+            self.pending_bytes += len(chunk)
+            if self.pending_bytes > PIPELINE_BUFFER:
+                self._pause_reading()
+
+    def on_message_complete(self):
+        cdef Request r = self.parsing
+        r.body_done = True
+        self.parsing = None
+        if not self.parser.should_keep_alive():
+            # llhttp's reading (meaningful only here, design.md §2) wins over ours.
+            r.keep_alive = False
+            self.no_more_requests = True
+        if r.upstream is not None and (<UpstreamConn>r.upstream).sending:
+            (<UpstreamConn>r.upstream).finish_body()
+        if r.done and r is not self.current and self.current is None:
+            # The response went out before the body was read (local answer): go on.
+            self._next()
+
+    # -- parse errors --------------------------------------------------------------------
+    cdef _parse_failed(self, exc):
+        cdef int status = self.reject_status or _status_for(exc, self.parsing)
+        cdef Request r = self.parsing
+        self.no_more_requests = True
+        self.parsing = None
+        if self.closing:
+            return
+        if r is None:
+            r = Request()
+            r.start = self.loop.time()
+        r.error_status = status
+        r.keep_alive = False
+        r.close_after = True
+        if r.request_line is None:
+            r.request_line = b""
+        if self.rt.error_log.enabled("info"):
+            self.rt.error_log.log("info", f"client sent invalid request ({exc or status}) while reading client request",
+                                  conn=self.conn_id, client=self.remote_addr.decode())
+        if r is self.current:
+            # The body of the request being served was malformed (e.g. a runaway
+            # chunk): the upstream connection is closed without a final chunk and
+            # never pooled; the client gets 400 if nothing was sent yet.
+            if r.upstream is not None:
+                (<UpstreamConn>r.upstream).abort_from_client()
+                r.upstream = None
+            if not r.response_started:
+                self._respond(r, status, None, b"", True)
+            else:
+                self._close()
+            return
+        self._pause_reading()
+        if self.current is None:
+            self._respond(r, status, None, b"", True)
+        else:
+            self.pending.append(r)
+
+    cdef _reject_body(self, Request r, int status):
+        """A body over client_max_body_size: answer ``status`` now and close."""
+        r.close_after = True
+        r.keep_alive = False
+        self.no_more_requests = True
+        if r.upstream is not None:
+            (<UpstreamConn>r.upstream).abort_from_client()
+            r.upstream = None
+        if r is self.current and not r.response_started:
+            self._respond(r, status, None, b"", True)
+        elif r is self.current:
+            self._close()
+
+    # -- routing and dispatch ------------------------------------------------------------
+    cdef _dispatch(self, Request r):
+        cdef Server server
+        cdef Location loc
+        cdef bytes url = r.url or b""
+        cdef bytes path, host
+        cdef Py_ssize_t q
+        self.current = r
+        self.state = S_ACTIVE
+        self.requests += 1
+        self.rt.requests_total += 1
+        if r.error_status:
+            self._respond(r, r.error_status, None, b"", True)
+            return
+        host = r.host
+        if url[:1] == b"/":
+            q = url.find(b"?")
+            path = url if q < 0 else url[:q]
+            r.args = None if q < 0 else url[q + 1:]
+        elif url[:7].lower() == b"http://" or url[:8].lower() == b"https://":
+            # Absolute form (RFC 9112 §3.2.2): its authority replaces Host.
+            rest = url.split(b"://", 1)[1]
+            slash = rest.find(b"/")
+            host = rest if slash < 0 else rest[:slash]
+            rest = b"/" if slash < 0 else rest[slash:]
+            q = rest.find(b"?")
+            path = rest if q < 0 else rest[:q]
+            r.args = None if q < 0 else rest[q + 1:]
+            r.url = rest
+        else:
+            self._respond(r, 400, None, b"", True)
+            return
+        if host is not None:
+            host = normalize_host(host)
+            if host is None:
+                self._respond(r, 400, None, b"", True)
+                return
+        server = <Server>self.listener.vhosts.find(host) if host else self.default_server
+        r.server = server
+        r.uri = normalize_path(path)
+        if r.uri is None:
+            self._respond(r, 400, None, b"", True)
+            return
+        if server.ret is not None:
+            loc = server.ret
+        else:
+            loc = server.router.match(r.uri)
+            if loc is None:
+                loc = server.not_found
+        r.location = loc
+        if loc.kind == K_PROXY:
+            self._proxy(r, loc)
+        elif loc.kind == K_RETURN:
+            self._return(r, loc)
+        else:
+            self._respond(r, 404, None, b"", False)
+
+    cdef _return(self, Request r, Location loc):
+        cdef bytes text = render(loc.ret_parts, r, self) if loc.ret_parts is not None else None
+        cdef int code = loc.ret_code
+        if code in REDIRECTS and text is not None:
+            if text[:1] == b"/":
+                text = b"http://" + (normalize_host(r.host) or self.listener.server_addr) + text
+            self._respond(r, code, None, b"Location: " + _safe_value(text) + CRLF, False)
+        elif code == 444:
+            # nginx's 444 closes the connection without a response.
+            r.status = 444
+            r.done = True
+            self._log_request(r)
+            self._close()
+        else:
+            self._respond(r, code, text, b"", False)
+
+    cdef _proxy(self, Request r, Location loc):
+        cdef UpstreamPool pool = loc.pool
+        cdef Peer peer
+        cdef UpstreamConn conn
+        if r.content_length is not None and loc.max_body and int(r.content_length) > loc.max_body:
+            # llhttp has checked Content-Length is digits only, so int() is exact here.
+            self._respond(r, 413, None, b"", True)
+            return
+        if r.body_received and loc.max_body and r.body_received > loc.max_body:
+            self._respond(r, 413, None, b"", True)
+            return
+        if r.expect_continue and not r.body_done and r.http11:
+            # nginx answers Expect: 100-continue itself and never forwards it.
+            self.transport.write(CONTINUE_100)
+        peer = pool.balancer.pick()
+        conn = <UpstreamConn>pool.acquire(peer)
+        if conn is None:
+            conn = UpstreamConn(self.rt, pool, peer)
+            conn.attach(self, r)
+            conn.connect()
+        else:
+            conn.attach(self, r)
+            conn.send_request()
+
+    # -- responses ---------------------------------------------------------------------
+    cdef _respond(self, Request r, int code, bytes body, bytes extra, bint close):
+        """Answer ``r`` locally (errors, return) and finish it."""
+        cdef Location loc = r.location
+        cdef bint keep
+        cdef bytes headers = extra
+        if self.closing:
+            return
+        if close:
+            r.close_after = True
+        keep = (r.keep_alive and not r.close_after and not self.graceful
+                and not self.rt.shutting_down and self._keepalive_allowed(r))
+        if loc is not None and loc.add_headers:
+            headers += self._add_headers(r, code)
+        r.status = code
+        r.response_started = True
+        data = local_response(code, keep, r.http11, headers, body, r.method == b"HEAD")
+        r.bytes_sent = len(data)
+        if not keep:
+            r.close_after = True
+        self.transport.write(data)
+        self.finish(r)
+
+    cdef bint _keepalive_allowed(self, Request r):
+        cdef Location loc = r.location
+        cdef double timeout
+        cdef long limit
+        if loc is not None:
+            timeout, limit = loc.keepalive_timeout, loc.keepalive_requests
+        else:
+            timeout, limit = self.default_server.keepalive_timeout, 1000
+        return timeout > 0 and self.requests < limit
+
+    cdef bytes _add_headers(self, Request r, int code):
+        cdef tuple item
+        cdef list out = []
+        cdef bytes value
+        for item in r.location.add_headers:
+            if item[3] or code in ADD_HEADER_CODES:
+                value = item[2] if item[2] is not None else render(<tuple>item[1], r, self)
+                if value:
+                    out.append(<bytes>item[0] + b": " + _safe_value(value) + CRLF)
+        return b"".join(out)
+
+    cdef finish(self, Request r):
+        """The response to ``r`` is complete (written or handed to the transport)."""
+        r.done = True
+        if r.body_buffered:
+            self.pending_bytes -= r.body_buffered
+            r.body_buffered = 0
+            r.body_buf = []
+        self._log_request(r)
+        if r is self.current:
+            self.current = None
+        if self.rt.shutting_down:
+            self.graceful = True
+        if r.close_after or not r.keep_alive:
+            self._close_after_write(r)
+            return
+        if r.body_done or not r.head_done:
+            self._next()
+        # else: the rest of the body is still arriving; on_message_complete calls _next.
+
+    cdef _next(self):
+        """Start the next pipelined request, or wait for one."""
+        cdef Request nxt
+        if self.closing or self.current is not None:
+            return
+        if self.pending:
+            nxt = <Request>self.pending.pop(0)
+            if self.reading_paused and len(self.pending) < PIPELINE_DEPTH // 2 and self.pending_bytes < PIPELINE_BUFFER // 2:
+                self._resume_reading()
+            self._dispatch(nxt)
+            return
+        if self.graceful or self.rt.shutting_down or self.no_more_requests and self.parsing is None:
+            self._close()
+            return
+        if self.reading_paused:
+            self._resume_reading()
+        if self.parsing is not None:
+            self.state = S_HEAD
+            self.head_started = self.parsing.start
+        else:
+            self.state = S_IDLE
+            self.idle_since = self.loop.time()
+
+    cdef _close_after_write(self, Request r):
+        if not r.body_done or self.pending or self.parsing is not None or r.error_status:
+            # The client may still be sending what we will not read: shut our side
+            # down first and drain what arrives, so that closing does not reset the
+            # connection before the client has read the response (nginx's lingering
+            # close).
+            self._linger()
+            return
+        self._close()
+
+    cdef _linger(self):
+        self.closing = True
+        if self.transport is None:
+            return
+        try:
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+        except (OSError, RuntimeError):
+            self._close()
+            return
+        if self.reading_paused:
+            self.transport.resume_reading()
+            self.reading_paused = False
+        self.state = S_IDLE
+        # Bounded: the client gets 2 s (nginx's lingering_timeout is 5 s, lingering_time 30 s).
+        self.loop.call_later(2.0, self._close)
+
+    def _close(self):
+        self.closing = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def graceful_close(self):
+        """Part of a graceful stop: close now if idle, else after the current response."""
+        self.graceful = True
+        if self.transport is None:
+            return
+        if self.current is None and (self.parsing is None or not self.parsing.head_done):
+            self._close()
+
+    def abort(self):
+        """Close the connection at once (fast stop)."""
+        cdef Request r = self.current
+        if r is not None and r.upstream is not None:
+            (<UpstreamConn>r.upstream).abort_from_client()
+        if self.transport is not None:
+            self.transport.abort()
+
+    cdef _pause_reading(self):
+        if not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    cdef _resume_reading(self):
+        if self.reading_paused and self.transport is not None and not self.closing:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    # -- from the upstream side ----------------------------------------------------------
+    cdef write(self, object data):
+        if self.transport is not None and not self.closing:
+            self.transport.write(data)
+
+    cdef upstream_failed(self, Request r, int status):
+        """The upstream failed before any of the response was sent: answer ``status``."""
+        r.upstream = None
+        if self.closing or r.done:
+            return
+        self._respond(r, status, None, b"", not r.body_done)
+
+    cdef upstream_broke(self, Request r):
+        """The upstream failed mid-response: the client connection cannot be saved."""
+        r.upstream = None
+        r.close_after = True
+        if not r.done:
+            r.done = True
+            self._log_request(r)
+        if r is self.current:
+            self.current = None
+        self.closing = True
+        if self.transport is not None:
+            # Closing (not aborting) lets what was already written reach the client;
+            # the missing bytes show the client the response is truncated.
+            self.transport.close()
+
+    cdef _log_request(self, Request r):
+        cdef Location loc = r.location
+        cdef list logs
+        if loc is not None:
+            logs = loc.access_logs
+        elif self.default_server is not None and self.default_server.not_found is not None:
+            logs = self.default_server.not_found.access_logs
+        else:
+            return
+        if not logs:
+            return
+        wall = time.time()
+        line = combined(self.remote_addr, r.request_line, r.status or r.error_status,
+                        r.bytes_sent, r.referer, r.user_agent, wall)
+        for log in logs:
+            log.write(line, wall)
+
+    # -- timers ------------------------------------------------------------------------------
+    cdef _arm_timer(self, double step):
+        self.timer_step = step if step > 0 else 60.0
+        self.timer = self.loop.call_later(self.timer_step, self._on_timer)
+
+    def _on_timer(self):
+        cdef double now = self.loop.time()
+        cdef double deadline = 0
+        cdef Request r = self.current
+        cdef Location loc
+        self.timer = None
+        if self.state == S_CLOSED:
+            return
+        if self.closing:
+            return
+        if self.writing_paused and r is not None:
+            loc = r.location
+            deadline = self.write_paused_at + (loc.client_send_timeout if loc is not None else 60.0)
+            if now >= deadline:
+                self._timeout("client timed out (110: Connection timed out) while sending response to client", 0)
+                return
+        elif self.state == S_IDLE and self.current is None and self.parsing is None:
+            deadline = self.idle_since + self.default_server.keepalive_timeout
+            if now >= deadline:
+                self._close()
+                return
+        elif self.state == S_HEAD or (self.parsing is not None and not self.parsing.head_done):
+            deadline = self.head_started + self.default_server.header_timeout
+            if now >= deadline:
+                self._timeout("client timed out (110: Connection timed out) while reading client request headers", 0)
+                return
+        elif r is not None and not r.body_done and r.location is not None and not self.reading_paused:
+            deadline = self.last_read + r.location.body_timeout
+            if now >= deadline:
+                self._timeout("client timed out (110: Connection timed out) while reading client request body", 408)
+                return
+        step = self.timer_step
+        if deadline > now and deadline - now < step:
+            step = deadline - now
+        self.timer = self.loop.call_later(step, self._on_timer)
+
+    cdef _timeout(self, str message, int status):
+        cdef Request r = self.current
+        if self.rt.error_log.enabled("info"):
+            self.rt.error_log.log("info", message, conn=self.conn_id, client=self.remote_addr.decode())
+        if r is not None and r.upstream is not None:
+            (<UpstreamConn>r.upstream).abort_from_client()
+            r.upstream = None
+        if status and r is not None and not r.response_started:
+            r.keep_alive = False
+            self._respond(r, status, None, b"", True)
+            return
+        if r is not None and not r.done:
+            r.status = status or 408
+            r.done = True
+            self._log_request(r)
+        self._close()
+
+
+cdef int _te_status(bytes te, bint http11):
+    """0 if a request's Transfer-Encoding is exactly ``chunked``, else the status to reject it with.
+
+    RFC 9112 §6.3: chunked absent or not final -> 400; §6.1: chunked final
+    after a coding fastgw does not support -> 501. Transfer-Encoding in an
+    HTTP/1.0 request is 400 (§6.1: a 1.0 recipient cannot be trusted with it).
+    """
+    codings = [c.strip().lower() for c in te.split(b",")]
+    if not http11:
+        return 400
+    if codings == [b"chunked"]:
+        return 0
+    if codings and codings[-1] == b"chunked" and b"chunked" not in codings[:-1] and all(codings[:-1]):
+        return 501
+    return 400
+
+
+cdef int _status_for(object exc, Request r):
+    """The status for a request llhttp rejected."""
+    text = str(exc) if exc is not None else ""
+    if r is not None and r.te is not None and "ransfer" in text:
+        status = _te_status(r.te, r.http11)
+        if status:
+            return status
+    if "Invalid method" in text or "Unknown method" in text:
+        return 400
+    return 400
+
+
+# -- upstream -------------------------------------------------------------------------------
+
+cdef class UpstreamConn:
+    """One connection to a peer: sends a request, parses and relays its response.
+
+    Kept in the pool between requests when both ends agree to keep it alive.
+    ``idle_since`` (loop seconds) and ``closed`` are read by the pool.
+    """
+
+    cdef public double idle_since
+    cdef public bint closed
+    cdef Runtime rt
+    cdef UpstreamPool pool
+    cdef Peer peer
+    cdef object loop
+    cdef object transport
+    cdef object parser
+    cdef Downstream ds
+    cdef Request req
+    cdef int requests
+    cdef bint reused
+    cdef public bint sending
+    cdef bint body_chunked
+    cdef bint connecting
+    cdef bint reading_paused
+    cdef bint writing_paused
+    cdef bint head_only
+    cdef bint interim
+    cdef bint resp_done
+    cdef bint resp_keep
+    cdef bint resp_chunked
+    cdef bint resp_until_close
+    cdef bint client_chunked
+    cdef bint head_sent
+    cdef bint reset_parser
+    cdef bint got_bytes
+    cdef bint counted
+    cdef bint conn_counted
+    cdef double timer_step
+    cdef int status
+    cdef bytes reason
+    cdef bytes resp_length
+    cdef list resp_headers
+    cdef list out
+    cdef double last_io
+    cdef double write_paused_at
+    cdef object timer
+    cdef object connect_task
+
+    def __init__(self, Runtime rt, UpstreamPool pool, Peer peer):
+        self.rt = rt
+        self.loop = rt.loop
+        self.pool = pool
+        self.peer = peer
+        self.parser = HttpResponseParser(self)
+        self.out = []
+
+    # -- attach / connect / send ---------------------------------------------------------
+    cdef attach(self, Downstream ds, Request r):
+        self.ds = ds
+        self.req = r
+        r.upstream = self
+        r.upstream_addr = self.peer.address
+        self.peer.active += 1
+        self.counted = True
+        self.reused = self.requests > 0
+        self.requests += 1
+        self.head_only = r.method == b"HEAD"
+        self.resp_done = False
+        self.head_sent = False
+        self.interim = False
+        self.got_bytes = False
+        self.status = 0
+        self.reason = None
+        self.resp_length = None
+        self.resp_chunked = False
+        self.resp_until_close = False
+        self.client_chunked = False
+        self.resp_headers = []
+        self.last_io = self.loop.time()
+        if self.timer is None or r.location.min_timeout < self.timer_step:
+            if self.timer is not None:
+                self.timer.cancel()
+            self._arm_timer()
+
+    cdef connect(self):
+        self.connecting = True
+        self.pool.opened += 1
+        # Upstream connections count against worker_connections, as in nginx.
+        self.rt.active += 1
+        self.conn_counted = True
+        self.connect_task = self.loop.create_task(
+            self.loop.create_connection(self._self, self.peer.host, self.peer.port))
+        self.connect_task.add_done_callback(self._connect_done)
+
+    def _self(self):
+        return self
+
+    def _connect_done(self, task):
+        self.connect_task = None
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.connecting = False
+            self.closed = True
+            self._uncount()
+            if isinstance(exc, OSError) and exc.errno:
+                message = f"connect() failed ({exc.errno}: {exc.strerror}) while connecting to upstream"
+            else:
+                message = f"connect() failed ({exc}) while connecting to upstream"
+            self._fail(502, message)
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.connecting = False
+        transport.set_write_buffer_limits(HIGH_WATER)
+        if self.req is None:
+            transport.close()
+            return
+        self.send_request()
+
+    cdef send_request(self):
+        cdef Request r = self.req
+        cdef list out = [self._head(r)]
+        cdef bytes chunk
+        self.body_chunked = r.chunked
+        if r.body_buf:
+            for chunk in r.body_buf:
+                self._frame(out, chunk)
+            self.ds.pending_bytes -= r.body_buffered
+            r.body_buf = []
+            r.body_buffered = 0
+        if r.body_done and self.body_chunked:
+            out.append(CHUNK_END)
+        self.sending = not r.body_done
+        self.last_io = self.loop.time()
+        self.transport.write(b"".join(out))
+
+    cdef bytes _head(self, Request r):
+        """The request head sent upstream: request line, client fields minus hop-by-hop, ours."""
+        cdef Location loc = r.location
+        cdef Downstream ds = self.ds
+        cdef list out = []
+        cdef tuple h
+        cdef frozenset skip = loc.skip
+        cdef set conn_tokens = None
+        cdef bytes value, uri
+        # Fields the client named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
+        for h in r.headers:
+            if <bytes>h[2] == b"connection":
+                if conn_tokens is None:
+                    conn_tokens = set()
+                for token in (<bytes>h[1]).lower().split(b","):
+                    conn_tokens.add(token.strip())
+        uri = self._uri(r, loc)
+        out.append(r.method + b" " + uri + (b" HTTP/1.0\r\n" if loc.upstream_http10 else b" HTTP/1.1\r\n"))
+        # proxy_set_header fields first (Host leads, as nginx sends it), then the client's.
+        for h in loc.set_headers:
+            value = <bytes>h[2] if h[2] is not None else render(<tuple>h[1], r, ds)
+            if value:
+                out.append(<bytes>h[0] + b": " + _safe_value(value) + CRLF)
+        for h in r.headers:
+            if <bytes>h[2] in skip:
+                continue
+            if conn_tokens is not None and <bytes>h[2] in conn_tokens:
+                continue
+            out.append(<bytes>h[0] + b": " + <bytes>h[1] + CRLF)
+        if r.chunked:
+            # fastgw re-chunks the body itself (its own chunk lines, no extensions).
+            out.append(b"Transfer-Encoding: chunked\r\n")
+        elif r.content_length is not None:
+            out.append(b"Content-Length: " + r.content_length.strip() + CRLF)
+        # fastgw manages the upstream Connection header itself (nginx needs
+        # `proxy_set_header Connection ""` for keep-alive; fastgw does not).
+        if self.pool.keepalive > 0:
+            if loc.upstream_http10:
+                out.append(b"Connection: keep-alive\r\n")
+        else:
+            out.append(b"Connection: close\r\n")
+        out.append(CRLF)
+        return b"".join(out)
+
+    cdef bytes _uri(self, Request r, Location loc):
+        cdef bytes rest, path
+        if loc.uri is None:
+            return r.url
+        # proxy_pass with a URI part: the matched prefix is replaced (nginx).
+        if loc.exact:
+            path = loc.uri
+        elif r.uri.startswith(loc.prefix):
+            rest = r.uri[len(loc.prefix):]
+            path = loc.uri + rest
+        else:
+            path = loc.uri
+        path = _quote_path(path)
+        if r.args is not None:
+            return path + b"?" + r.args
+        return path
+
+    cdef _frame(self, list out, bytes chunk):
+        if self.body_chunked:
+            if chunk:
+                out.append(b"%x\r\n" % len(chunk))
+                out.append(chunk)
+                out.append(CRLF)
+        else:
+            out.append(chunk)
+
+    cdef write_body(self, bytes chunk):
+        cdef list out = []
+        self._frame(out, chunk)
+        if out and self.transport is not None:
+            self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+
+    cdef finish_body(self):
+        self.sending = False
+        if self.body_chunked and self.transport is not None:
+            self.transport.write(CHUNK_END)
+
+    # -- asyncio protocol ------------------------------------------------------------------
+    def data_received(self, data):
+        cdef Downstream ds
+        self.last_io = self.loop.time()
+        if self.req is None:
+            # Bytes from an idle connection: a protocol error; never reuse it.
+            self.close()
+            return
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except HttpParserError as exc:
+            self._flush()
+            self._fail(502, f"upstream sent invalid response ({exc}) while reading response header from upstream")
+            return
+        self._flush()
+        if self.resp_done:
+            self._complete()
+
+    def eof_received(self):
+        return False
+
+    cdef _uncount(self):
+        if self.conn_counted:
+            self.conn_counted = False
+            self.rt.active -= 1
+
+    def connection_lost(self, exc):
+        cdef Request r = self.req
+        self.closed = True
+        self._uncount()
+        self.connecting = False
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if r is None:
+            self.pool.forget(self.peer, self)
+            return
+        if self.resp_until_close and self.head_sent:
+            # The response was delimited by the close (RFC 9112 §6.3 rule 8).
+            if self.client_chunked:
+                self.out.append(CHUNK_END)
+            self._flush()
+            self.resp_keep = False
+            self._complete()
+            return
+        if exc is not None:
+            message = f"recv() failed ({getattr(exc, 'errno', 0)}: {getattr(exc, 'strerror', exc)}) while reading response header from upstream"
+        else:
+            message = "upstream prematurely closed connection while reading response header from upstream"
+        self._fail(502, message)
+
+    def pause_writing(self):
+        # The upstream reads the request body slower than the client sends it.
+        self.writing_paused = True
+        self.write_paused_at = self.loop.time()
+        if self.ds is not None:
+            self.ds._pause_reading()
+
+    def resume_writing(self):
+        self.writing_paused = False
+        if self.ds is not None:
+            self.ds._resume_reading()
+
+    cdef pause_reading(self):
+        if not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    cdef resume_reading(self):
+        if self.reading_paused and self.transport is not None:
+            self.reading_paused = False
+            self.last_io = self.loop.time()
+            self.transport.resume_reading()
+
+    # -- llhttp callbacks (httptools) -------------------------------------------------------
+    def on_status(self, bytes reason):
+        self.reason = reason if self.reason is None else self.reason + reason
+
+    def on_header(self, bytes name, bytes value):
+        self.resp_headers.append((name, value, name.lower()))
+
+    def on_headers_complete(self):
+        cdef Request r = self.req
+        cdef int status = self.parser.get_status_code()
+        cdef list out
+        cdef tuple h
+        cdef set conn_tokens = None
+        cdef bint keep
+        cdef bytes lname
+        self.status = status
+        if status < 200:
+            # 1xx interim responses are not relayed (nginx drops them too); 101
+            # cannot happen as fastgw does not forward Upgrade yet.
+            self.interim = True
+            return
+        r.upstream_status = status
+        for h in self.resp_headers:
+            lname = <bytes>h[2]
+            if lname == b"content-length":
+                if self.resp_length is not None and self.resp_length != <bytes>h[1]:
+                    raise HttpParserError("duplicate Content-Length")
+                self.resp_length = (<bytes>h[1]).strip()
+            elif lname == b"transfer-encoding":
+                self.resp_chunked = True
+            elif lname == b"connection":
+                if conn_tokens is None:
+                    conn_tokens = set()
+                for token in (<bytes>h[1]).lower().split(b","):
+                    conn_tokens.add(token.strip())
+        cdef bint no_body = self.head_only or status == 204 or status == 304
+        if not no_body and not self.resp_chunked and self.resp_length is None:
+            self.resp_until_close = True
+        ds = self.ds
+        keep = (r.keep_alive and not r.close_after and not ds.graceful and not self.rt.shutting_down
+                and ds._keepalive_allowed(r))
+        if not no_body and (self.resp_chunked or self.resp_until_close):
+            if r.http11:
+                self.client_chunked = True
+            else:
+                keep = False  # an HTTP/1.0 client reads to the close
+        if not keep:
+            r.close_after = True
+        out = [status_line(status) if self.reason is None or self.reason == b"" else status_line(status, self.reason),
+               b"Server: fastgw\r\n", date_header()]
+        for h in self.resp_headers:
+            if <bytes>h[2] in RESPONSE_SKIP:
+                continue
+            if conn_tokens is not None and <bytes>h[2] in conn_tokens:
+                continue
+            out.append(<bytes>h[0] + b": " + <bytes>h[1] + CRLF)
+        if self.client_chunked:
+            out.append(b"Transfer-Encoding: chunked\r\n")
+        elif self.resp_length is not None and not self.resp_chunked:
+            out.append(b"Content-Length: " + self.resp_length + CRLF)
+        if r.location.add_headers:
+            out.append(ds._add_headers(r, status))
+        if not keep:
+            out.append(b"Connection: close\r\n")
+        elif not r.http11:
+            out.append(b"Connection: keep-alive\r\n")
+        out.append(CRLF)
+        head = b"".join(out)
+        r.status = status
+        r.response_started = True
+        r.bytes_sent += len(head)
+        self.out.append(head)
+        self.head_sent = True
+        if no_body:
+            # llhttp cannot be told the request was HEAD: the response ends here and
+            # the parser is replaced so that the next response starts clean.
+            self.resp_done = True
+            self.resp_keep = True
+            if self.head_only:
+                self.reset_parser = True
+
+    def on_body(self, bytes chunk):
+        if self.interim:
+            return
+        if self.resp_done:
+            # Bytes after a response that has no body: never reuse this connection.
+            self.resp_keep = False
+            return
+        self.req.bytes_sent += len(chunk)
+        if self.client_chunked:
+            self.out.append(b"%x\r\n" % len(chunk))
+            self.out.append(chunk)
+            self.out.append(CRLF)
+        else:
+            self.out.append(chunk)
+
+    def on_message_complete(self):
+        if self.interim:
+            self.interim = False
+            self.resp_headers = []
+            self.reason = None
+            return
+        if self.resp_done and self.head_only:
+            return
+        self.resp_keep = self.parser.should_keep_alive()
+        if self.client_chunked:
+            self.out.append(CHUNK_END)
+        self.resp_done = True
+
+    cdef _flush(self):
+        cdef list out = self.out
+        if not out or self.ds is None:
+            return
+        if len(out) == 1:
+            self.ds.write(out[0])
+        else:
+            self.ds.write(b"".join(out))
+        self.out = []
+
+    # -- completion and failure -----------------------------------------------------------
+    cdef _complete(self):
+        cdef Request r = self.req
+        cdef Downstream ds = self.ds
+        cdef bint reuse
+        self._detach()
+        if self.reading_paused and self.transport is not None:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        if self.reset_parser:
+            self.parser = HttpResponseParser(self)
+            self.reset_parser = False
+        reuse = (self.resp_keep and r.body_done and not self.sending and not self.closed
+                 and self.requests < self.pool.keepalive_requests and not self.rt.shutting_down)
+        if not (reuse and self.pool.release(self.peer, self, self.loop.time())):
+            self.close()
+        r.upstream = None
+        ds.finish(r)
+
+    cdef _detach(self):
+        if self.counted:
+            self.peer.active -= 1
+            self.counted = False
+        self.req = None
+        self.ds = None
+        self.sending = False
+
+    cdef _fail(self, int status, str message):
+        cdef Request r = self.req
+        cdef Downstream ds = self.ds
+        if r is None:
+            self.close()
+            return
+        self._detach()
+        self.close()
+        if (not self.head_sent and self.reused and not self.got_bytes and not r.retried
+                and r.body_done and r.body_received == 0 and is_idempotent(r.method)):
+            # The upstream closed a pooled connection while it sat idle (a race
+            # every keep-alive client meets): not a failure of the peer, and the
+            # request can be sent again on a fresh connection.
+            r.retried = True
+            r.upstream = None
+            conn = UpstreamConn(self.rt, self.pool, self.peer)
+            conn.attach(ds, r)
+            conn.connect()
+            return
+        log = r.location.error_log
+        if log.enabled("error"):
+            log.log("error", message, conn=ds.conn_id, client=ds.remote_addr.decode(),
+                    server=(r.server.name or b"").decode("latin-1") if r.server else "",
+                    request=(r.request_line or b"").decode("latin-1"),
+                    upstream=f"http://{self.peer.address}{(r.url or b'').decode('latin-1')}",
+                    host=(r.host or b"").decode("latin-1"))
+        if self.head_sent:
+            ds.upstream_broke(r)
+        else:
+            ds.upstream_failed(r, status)
+
+    cdef abort_from_client(self):
+        """The client went away or sent garbage: drop this connection, never pool it."""
+        self._detach()
+        self.close()
+
+    def close(self):
+        """Close the connection (idempotent)."""
+        if self.connect_task is not None:
+            # Still connecting: no transport, so no connection_lost will come.
+            self.connect_task.cancel()
+            self.connect_task = None
+            self.connecting = False
+            if self.transport is None:
+                self._uncount()
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- timers ------------------------------------------------------------------------------
+    cdef _arm_timer(self):
+        cdef Location loc = self.req.location
+        self.timer_step = loc.min_timeout
+        self.timer = self.loop.call_later(loc.min_timeout, self._on_timer)
+
+    def _on_timer(self):
+        cdef Request r = self.req
+        cdef Location loc
+        cdef double now, deadline
+        self.timer = None
+        if r is None or self.closed:
+            return
+        loc = r.location
+        now = self.loop.time()
+        if self.connecting:
+            deadline = self.last_io + loc.connect_timeout
+            what = "upstream timed out (110: Connection timed out) while connecting to upstream"
+        elif self.writing_paused:
+            deadline = self.write_paused_at + loc.send_timeout
+            what = "upstream timed out (110: Connection timed out) while sending request to upstream"
+        elif self.reading_paused:
+            deadline = now + loc.min_timeout
+            what = ""
+        else:
+            deadline = self.last_io + loc.read_timeout
+            what = ("upstream timed out (110: Connection timed out) while reading response header from upstream"
+                    if not self.head_sent else
+                    "upstream timed out (110: Connection timed out) while reading upstream")
+        if now >= deadline and what:
+            self._fail(504, what)
+            return
+        step = loc.min_timeout
+        if deadline - now < step:
+            step = deadline - now
+        self.timer = self.loop.call_later(step, self._on_timer)
+
+
+cdef bytes _UNRESERVED = (b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                          b"-._~!$&'()*+,;=:@/")
+
+
+cdef bytes _quote_path(bytes path):
+    """Percent-encode what may not appear raw in a path (nginx escapes $uri the same way)."""
+    cdef int c
+    for c in path:
+        if c not in _UNRESERVED:
+            break
+    else:
+        return path
+    out = bytearray()
+    for c in path:
+        if c in _UNRESERVED:
+            out.append(c)
+        else:
+            out += b"%%%02X" % c
+    return bytes(out)

@@ -1,0 +1,298 @@
+"""The directive table: each directive of fastgw declared once.
+
+A :class:`Directive` names its contexts, its arity, how its arguments become a
+value, its default and its documentation. The loader (validation, defaults,
+inheritance), ``fastgw -T`` and ``docs/directives.md``
+(``python -m fastgw.config.docs``) are all driven by this table, in the way
+nginx declares ``ngx_command_t`` arrays and gunicorn its settings.
+
+Values are stored in engine units: seconds (float) for times, bytes (int) for
+sizes.
+"""
+
+from dataclasses import dataclass
+
+from . import units
+from .variables import compile_template
+
+MAIN, EVENTS, HTTP, SERVER, LOCATION, UPSTREAM = (
+    "main", "events", "http", "server", "location", "upstream",
+)
+HSL = frozenset({HTTP, SERVER, LOCATION})
+HS = frozenset({HTTP, SERVER})
+
+ERROR_LEVELS = ("debug", "info", "notice", "warn", "error", "crit", "alert", "emerg")
+
+
+@dataclass(frozen=True)
+class Directive:
+    """One configuration directive.
+
+    ``nargs`` is ``(min, max)``, ``max`` None for unbounded. ``parse`` turns
+    the argument list (strings) into the stored value and raises ValueError
+    with the user-facing reason. ``default`` is the value as one would write
+    it in a file (documented, and parsed when the directive is not set).
+    ``multiple`` directives accumulate a list per level and are inherited as a
+    whole list from the nearest level that sets any (nginx's array merge).
+    ``inherit`` directives set at http or server level are defaults for the
+    levels below. ``planned`` names the issue that brings a directive of
+    design.md that fastgw does not yet implement: such a directive is
+    rejected rather than ignored.
+    """
+
+    name: str
+    contexts: frozenset
+    nargs: tuple
+    doc: str
+    parse: object = None
+    default: str = None
+    block: bool = False
+    multiple: bool = False
+    inherit: bool = False
+    planned: str = None
+
+    def default_value(self):
+        """The parsed default (None when the directive has none)."""
+        if self.default is None:
+            return [] if self.multiple else None
+        if self.multiple:
+            return []
+        return self.parse(self.default.split())
+
+
+def _one(fn):
+    return lambda args: fn(args[0])
+
+
+def _worker_processes(args):
+    if args[0] == "auto":
+        return "auto"
+    return units.parse_int(args[0], minimum=1)
+
+
+def _error_log(args):
+    path = args[0]
+    level = args[1] if len(args) > 1 else "error"
+    if level not in ERROR_LEVELS:
+        raise ValueError(f'invalid log level "{level}"')
+    return (path, level)
+
+
+def _access_log(args):
+    """``access_log off`` or ``access_log PATH [FORMAT] [buffer=SIZE] [flush=TIME]``."""
+    if args[0] == "off":
+        if len(args) > 1:
+            raise ValueError('"off" takes no other parameters')
+        return None
+    path, fmt, buffer, flush = args[0], "combined", 64 * 1024, 1.0
+    rest = args[1:]
+    if rest and "=" not in rest[0]:
+        fmt = rest.pop(0)
+        if fmt != "combined":
+            # log_format and named formats come with the observability issue.
+            raise ValueError(f'unknown log format "{fmt}" (only "combined" is supported yet)')
+    for item in rest:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f'invalid parameter "{item}"')
+        if key == "buffer":
+            buffer = units.parse_size(value)
+        elif key == "flush":
+            flush = units.parse_time(value)
+        elif key == "if":
+            raise ValueError('"if=" is not supported yet')
+        else:
+            raise ValueError(f'invalid parameter "{item}"')
+    return (path, fmt, buffer, flush)
+
+
+def _header_pair(args):
+    name = args[0]
+    if not name or any(c in name for c in ' \t:\r\n\0') or not name.isascii():
+        raise ValueError(f'invalid header name "{name}"')
+    return (name, compile_template(args[1]))
+
+
+def _add_header(args):
+    name, value = _header_pair(args[:2])
+    always = False
+    if len(args) == 3:
+        if args[2] != "always":
+            raise ValueError(f'invalid parameter "{args[2]}"')
+        always = True
+    return (name, value, always)
+
+
+def _http_version(args):
+    if args[0] not in ("1.0", "1.1"):
+        raise ValueError(f'invalid value "{args[0]}", it must be "1.0" or "1.1"')
+    return args[0]
+
+
+def _large_buffers(args):
+    number = units.parse_int(args[0], minimum=1)
+    size = units.parse_size(args[1])
+    if size < 128:
+        raise ValueError("buffer size must be at least 128 bytes")
+    return (number, size)
+
+
+def _planned(name, contexts, nargs, issue, doc):
+    return Directive(name, frozenset(contexts), nargs, doc, planned=issue)
+
+
+_TIME = _one(units.parse_time)
+_SIZE = _one(units.parse_size)
+_INT = _one(units.parse_int)
+_POSINT = _one(lambda s: units.parse_int(s, minimum=1))
+
+DIRECTIVES = [
+    # -- main -------------------------------------------------------------------------------
+    Directive("worker_processes", frozenset({MAIN}), (1, 1),
+              "Number of worker processes; `auto` = one per CPU core.",
+              _worker_processes, default="1"),
+    Directive("pid", frozenset({MAIN}), (1, 1),
+              "File the master writes its process id to (relative to the prefix).",
+              _one(str), default="logs/fastgw.pid"),
+    Directive("error_log", frozenset({MAIN, HTTP, SERVER, LOCATION}), (1, 2),
+              "Error log file and minimum level (debug info notice warn error crit alert emerg). "
+              "`stderr` writes to standard error.",
+              _error_log, default="logs/error.log error", inherit=True),
+    Directive("worker_shutdown_timeout", frozenset({MAIN}), (1, 1),
+              "How long a gracefully stopping worker may take to finish in-flight requests "
+              "before it is stopped (fastgw's default; nginx has none).",
+              _TIME, default="30s"),
+    Directive("worker_rlimit_nofile", frozenset({MAIN}), (1, 1),
+              "RLIMIT_NOFILE for worker processes.", _POSINT),
+    Directive("events", frozenset({MAIN}), (0, 0), "Connection processing settings.", block=True),
+    Directive("http", frozenset({MAIN}), (0, 0), "The HTTP server settings.", block=True),
+    # -- events -----------------------------------------------------------------------------
+    Directive("worker_connections", frozenset({EVENTS}), (1, 1),
+              "Most simultaneous connections a worker opens, clients and upstreams counted "
+              "together, as nginx counts them.", _POSINT, default="512"),
+    # -- http ------------------------------------------------------------------------------
+    Directive("upstream", frozenset({HTTP}), (1, 1), "A named group of upstream servers.", block=True),
+    Directive("server", frozenset({HTTP, UPSTREAM}), (0, None),
+              "In http: a virtual server. In upstream: `server ADDR [weight=N]`, a peer.",
+              block=True),
+    _planned("map", {HTTP}, (2, 2), "#8", "Map one variable's value to another."),
+    _planned("limit_req_zone", {HTTP}, (3, None), "#4", "Shared-memory zone for limit_req."),
+    _planned("limit_conn_zone", {HTTP}, (2, 2), "#4", "Shared-memory zone for limit_conn."),
+    _planned("log_format", {HTTP}, (2, None), "#8", "Named access log format."),
+    # -- http, server, location ----------------------------------------------------------
+    Directive("access_log", HSL, (1, 5),
+              "`access_log PATH [combined] [buffer=SIZE] [flush=TIME] | off`. Buffered by default "
+              "(fastgw: buffer=64k flush=1s; `buffer=0` writes each line at once).",
+              _access_log, default="logs/access.log combined", multiple=True, inherit=True),
+    Directive("keepalive_timeout", HSL, (1, 1),
+              "How long an idle client keep-alive connection stays open; 0 disables keep-alive.",
+              _TIME, default="75s", inherit=True),
+    Directive("keepalive_requests", HSL, (1, 1),
+              "Most requests served over one client connection.",
+              _INT, default="1000", inherit=True),
+    Directive("client_header_timeout", HS, (1, 1),
+              "Time allowed to receive a whole request head.", _TIME, default="60s", inherit=True),
+    Directive("client_body_timeout", HSL, (1, 1),
+              "Longest pause between two reads of a request body.", _TIME, default="60s",
+              inherit=True),
+    Directive("send_timeout", HSL, (1, 1),
+              "Longest time a response write to the client may stall.", _TIME, default="60s",
+              inherit=True),
+    Directive("client_max_body_size", HSL, (1, 1),
+              "Largest request body accepted (413 beyond); 0 = no limit.", _SIZE, default="1m",
+              inherit=True),
+    Directive("large_client_header_buffers", HS, (2, 2),
+              "`NUMBER SIZE`: a request line longer than SIZE is answered 414, a header line "
+              "longer than SIZE or a head larger than NUMBER*SIZE 400.",
+              _large_buffers, default="4 8k", inherit=True),
+    Directive("add_header", HSL, (2, 3),
+              "`add_header NAME VALUE [always]`: add a header to responses with status 200, 201, "
+              "204, 206, 301, 302, 303, 304, 307 or 308 (any status with `always`).",
+              _add_header, multiple=True, inherit=True),
+    _planned("client_body_buffer_size", HSL, (1, 1), "#7", "Request body memory buffer."),
+    _planned("priority", HSL, (1, 1), "#3", "Queue priority class of a location's requests."),
+    # -- server ---------------------------------------------------------------------------
+    Directive("listen", frozenset({SERVER}), (1, 4),
+              "`listen [ADDR:]PORT [default_server] [backlog=N]`: one SO_REUSEPORT socket per "
+              "worker is bound for each address.", multiple=True),
+    Directive("server_name", frozenset({SERVER}), (1, None),
+              "Names of the virtual server: exact, `*.example.com`, `www.example.*` or `~regex`.",
+              multiple=True),
+    Directive("location", frozenset({SERVER}), (1, 2),
+              "`location [=|^~|~|~*] PATTERN { }` with nginx's matching order.", block=True),
+    # -- location (and server, http as defaults) -------------------------------------
+    Directive("proxy_pass", frozenset({LOCATION}), (1, 1),
+              "`proxy_pass http://UPSTREAM_OR_HOST[:PORT][/URI]`. With a URI part the matched "
+              "location prefix is replaced by it, as in nginx."),
+    Directive("proxy_set_header", HSL, (2, 2),
+              "`proxy_set_header NAME VALUE`: set a header sent upstream (variables allowed; an "
+              "empty value removes it). Default `Host $proxy_host`. fastgw manages the upstream "
+              "`Connection` header itself.", _header_pair, multiple=True, inherit=True),
+    Directive("proxy_http_version", HSL, (1, 1),
+              "HTTP version spoken to upstreams: 1.1 (fastgw's default) or 1.0.",
+              _one(lambda s: _http_version([s])), default="1.1", inherit=True),
+    Directive("proxy_connect_timeout", HSL, (1, 1),
+              "Time allowed to establish an upstream connection (504 beyond).",
+              _TIME, default="60s", inherit=True),
+    Directive("proxy_send_timeout", HSL, (1, 1),
+              "Longest stall of one write to the upstream (504 beyond).",
+              _TIME, default="60s", inherit=True),
+    Directive("proxy_read_timeout", HSL, (1, 1),
+              "Longest wait between two reads from the upstream (504 if nothing was sent to the "
+              "client yet).", _TIME, default="60s", inherit=True),
+    Directive("return", frozenset({SERVER, LOCATION}), (1, 2),
+              "`return CODE [TEXT]`, `return CODE URL` (301, 302, 303, 307, 308) or "
+              "`return URL`: answer without an upstream."),
+    _planned("proxy_next_upstream", HSL, (1, None), "#6", "When to try the next upstream peer."),
+    _planned("proxy_next_upstream_tries", HSL, (1, 1), "#6", "Most peers tried."),
+    _planned("proxy_next_upstream_timeout", HSL, (1, 1), "#6", "Time limit on retries."),
+    _planned("proxy_buffering", HSL, (1, 1), "#7", "Buffer upstream responses."),
+    _planned("proxy_buffers", HSL, (2, 2), "#7", "Response buffers."),
+    _planned("proxy_request_buffering", HSL, (1, 1), "#7", "Buffer request bodies."),
+    _planned("limit_req", HSL, (1, 3), "#4", "Apply a limit_req zone."),
+    _planned("limit_req_status", HSL, (1, 1), "#4", "Status of limit_req rejections."),
+    _planned("limit_req_log_level", HSL, (1, 1), "#4", "Log level of limit_req rejections."),
+    _planned("limit_req_dry_run", HSL, (1, 1), "#4", "Count but do not reject."),
+    _planned("limit_conn", HSL, (2, 2), "#4", "Apply a limit_conn zone."),
+    _planned("limit_conn_status", HSL, (1, 1), "#4", "Status of limit_conn rejections."),
+    _planned("limit_conn_log_level", HSL, (1, 1), "#4", "Log level of limit_conn rejections."),
+    _planned("limit_conn_dry_run", HSL, (1, 1), "#4", "Count but do not reject."),
+    _planned("stub_status", {LOCATION}, (0, 1), "#3", "nginx stub_status page."),
+    _planned("metrics", {LOCATION}, (0, 0), "#3", "Prometheus metrics page."),
+    # -- upstream -----------------------------------------------------------------------------
+    Directive("keepalive", frozenset({UPSTREAM}), (1, 1),
+              "Most idle upstream connections each worker keeps for reuse.", _INT, default="0"),
+    Directive("keepalive_timeout@upstream", frozenset({UPSTREAM}), (1, 1),
+              "`keepalive_timeout` in upstream: how long an idle upstream connection is kept.",
+              _TIME, default="60s"),
+    Directive("keepalive_requests@upstream", frozenset({UPSTREAM}), (1, 1),
+              "`keepalive_requests` in upstream: most requests sent over one upstream connection.",
+              _INT, default="1000"),
+    _planned("zone", {UPSTREAM}, (1, 2), "#3", "Shared-memory zone of an upstream."),
+    _planned("queue", {UPSTREAM}, (1, 2), "#3", "Bounded queue of requests waiting for a peer."),
+    _planned("least_conn", {UPSTREAM}, (0, 0), "#6", "Least-connections balancing."),
+    _planned("ip_hash", {UPSTREAM}, (0, 0), "#6", "Client-address hash balancing."),
+    _planned("hash", {UPSTREAM}, (1, 2), "#6", "Key hash balancing."),
+    _planned("random", {UPSTREAM}, (0, 1), "#6", "Random balancing."),
+    _planned("health_check", {UPSTREAM}, (0, 5), "#6", "Active health checks."),
+]
+
+# Directives whose name means something else inside `upstream` are declared
+# under NAME@upstream; TABLE maps (name, context) to the declaration.
+BY_NAME = {}
+for _d in DIRECTIVES:
+    BY_NAME.setdefault(_d.name.partition("@")[0], []).append(_d)
+
+
+def lookup(name, context):
+    """The Directive for ``name`` in ``context``, or the first declared one if none fits.
+
+    Returns None for a directive fastgw does not know at all.
+    """
+    candidates = BY_NAME.get(name)
+    if not candidates:
+        return None
+    for d in candidates:
+        if context in d.contexts:
+            return d
+    return candidates[0]

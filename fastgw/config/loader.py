@@ -1,0 +1,463 @@
+"""Turn a file (and ``-g`` directives) into a validated :class:`~fastgw.config.model.Config`.
+
+Each directive is checked against the table in :mod:`.directives` for its
+context, arity and value; every mistake found is reported with its file and
+line (nginx stops at the first, fastgw lists them all). Inheritable values
+are merged http -> server -> location with the default applied in one place,
+as nginx's merge functions do.
+"""
+
+import os
+import re
+import socket
+
+from . import directives as D
+from . import units
+from .errors import ConfigError, ConfigErrors
+from .model import (Config, Http, Listen, Location, ProxyPass, Return, Server, Settings,
+                    Upstream, UpstreamServer)
+from .reader import read_file, read_string
+from .variables import compile_template
+
+INHERITED = [d for d in D.DIRECTIVES if d.inherit and not d.planned]
+REDIRECT_CODES = (301, 302, 303, 307, 308)
+
+
+def load(path, prefix=None, extra=None):
+    """Load and validate a configuration.
+
+    ``path``: the main file; ``prefix``: directory for relative paths (pid,
+    logs), default the current directory; ``extra``: ``-g`` main-context
+    directives as one string. Returns a Config. Raises ConfigErrors holding
+    every ConfigError found (file:line each).
+    """
+    prefix = os.path.abspath(prefix or os.getcwd())
+    path = os.path.abspath(os.path.join(prefix, path))
+    files = []
+    nodes = read_file(path, files=files) if _read_ok(path) else None
+    if nodes is None:
+        raise ConfigErrors([ConfigError(f'open() "{path}" failed (2: No such file or directory)')])
+    if extra:
+        nodes = nodes + read_string(extra, "command line", os.path.dirname(path))
+    builder = _Builder(path, prefix)
+    config = builder.build(nodes, tuple(files))
+    if builder.errors:
+        raise ConfigErrors(builder.errors)
+    return config
+
+
+def load_or_raise(path, prefix=None, extra=None):
+    """As :func:`load`, but a syntax error (reader) is also wrapped in ConfigErrors."""
+    try:
+        return load(path, prefix, extra)
+    except ConfigError as exc:
+        raise ConfigErrors([exc]) from None
+
+
+def _read_ok(path):
+    try:
+        with open(path, "rb"):
+            return True
+    except OSError:
+        return False
+
+
+class _Builder:
+    def __init__(self, path, prefix):
+        self.path = path
+        self.prefix = prefix
+        self.errors = []
+
+    # -- helpers ----------------------------------------------------------------------------
+    def err(self, node, message):
+        self.errors.append(node.error(message))
+
+    def abspath(self, p):
+        if p in ("stderr", "/dev/stderr") or os.path.isabs(p):
+            return p
+        return os.path.join(self.prefix, p)
+
+    def collect(self, nodes, context, blocks=()):
+        """Validate ``nodes`` in ``context``; return (values, block_nodes).
+
+        ``values`` maps a simple directive's name to its parsed value (a list
+        for ``multiple`` ones). Block directives named in ``blocks`` (and
+        ``server``/``location`` which are handled by the caller) are returned
+        in order as ``block_nodes``.
+        """
+        values, block_nodes, seen = {}, [], {}
+        for node in nodes:
+            d = D.lookup(node.name, context)
+            if d is None:
+                self.err(node, f'unknown directive "{node.name}"')
+                continue
+            if context not in d.contexts:
+                self.err(node, f'"{node.name}" directive is not allowed here')
+                continue
+            if d.planned:
+                self.err(node, f'"{node.name}" directive is not supported yet by this version of '
+                               f'fastgw (planned in issue {d.planned})')
+                continue
+            if d.block and node.block is None and not (node.name == "server" and context == D.UPSTREAM):
+                self.err(node, f'directive "{node.name}" has no opening "{{"')
+                continue
+            if node.block is not None and (not d.block or (node.name == "server" and context == D.UPSTREAM)):
+                self.err(node, f'directive "{node.name}" is not terminated by ";"')
+                continue
+            lo, hi = d.nargs
+            if len(node.args) < lo or (hi is not None and len(node.args) > hi):
+                self.err(node, f'invalid number of arguments in "{node.name}" directive')
+                continue
+            if d.block or node.name in blocks or d.parse is None:
+                block_nodes.append(node)
+                continue
+            if d.name in seen and not d.multiple:
+                self.err(node, f'"{node.name}" directive is duplicate')
+                continue
+            seen[d.name] = node
+            try:
+                value = d.parse(node.args)
+            except ValueError as exc:
+                self.err(node, f'{exc} in "{node.name}" directive')
+                continue
+            if d.multiple:
+                values.setdefault(d.name, []).append(value)
+            else:
+                values[d.name] = value
+        return values, block_nodes
+
+    # -- main ----------------------------------------------------------------------------
+    def build(self, nodes, files):
+        values, blocks = self.collect(nodes, D.MAIN)
+        events = [b for b in blocks if b.name == "events"]
+        https = [b for b in blocks if b.name == "http"]
+        for extra in events[1:]:
+            self.err(extra, '"events" directive is duplicate')
+        for extra in https[1:]:
+            self.err(extra, '"http" directive is duplicate')
+        if not events:
+            # nginx refuses to start without an events block; so do we.
+            self.errors.append(ConfigError('no "events" section in configuration'))
+        worker_connections = int(D.lookup("worker_connections", D.EVENTS).default)
+        if events:
+            ev, ev_blocks = self.collect(events[0].block, D.EVENTS)
+            for b in ev_blocks:
+                self.err(b, f'"{b.name}" directive is not allowed here')
+            worker_connections = ev.get("worker_connections", worker_connections)
+
+        wp = values.get("worker_processes", 1)
+        if wp == "auto":
+            wp = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        error_log = values.get("error_log") or D.lookup("error_log", D.MAIN).default_value()
+        error_log = (self.abspath(error_log[0]), error_log[1])
+
+        http = Http()
+        if https:
+            http = self.build_http(https[0], error_log)
+        return Config(
+            path=self.path,
+            prefix=self.prefix,
+            worker_processes=wp,
+            pid=self.abspath(values.get("pid", "logs/fastgw.pid")),
+            error_log=error_log,
+            worker_shutdown_timeout=values.get("worker_shutdown_timeout", 30.0),
+            worker_rlimit_nofile=values.get("worker_rlimit_nofile"),
+            worker_connections=worker_connections,
+            http=http,
+            files=files,
+        )
+
+    # -- http --------------------------------------------------------------------------------
+    def build_http(self, node, main_error_log):
+        values, blocks = self.collect(node.block, D.HTTP)
+        upstreams = {}
+        for b in blocks:
+            if b.name == "upstream":
+                name = b.args[0]
+                if name in upstreams:
+                    self.err(b, f'duplicate upstream "{name}"')
+                    continue
+                up = self.build_upstream(b)
+                if up is not None:
+                    upstreams[name] = up
+        http_level = dict(values)
+        http_level.setdefault("error_log", main_error_log)
+        servers = []
+        for b in blocks:
+            if b.name == "server":
+                if b.block is None:
+                    self.err(b, 'directive "server" has no opening "{"')
+                    continue
+                if b.args:
+                    self.err(b, 'invalid number of arguments in "server" directive')
+                    continue
+                server = self.build_server(b, http_level, upstreams)
+                if server is not None:
+                    servers.append(server)
+        return Http(upstreams=upstreams, servers=tuple(servers))
+
+    def merged(self, *levels):
+        """Settings from the nearest level that sets each inherited directive, else its default."""
+        out = {}
+        for d in INHERITED:
+            for level in levels:
+                if d.name in level:
+                    out[d.name] = level[d.name]
+                    break
+            else:
+                out[d.name] = d.default_value()
+        if not any("access_log" in level for level in levels):
+            out["access_log"] = [D.lookup("access_log", D.HTTP).parse(
+                D.lookup("access_log", D.HTTP).default.split())]
+        out["access_log"] = tuple(
+            (self.abspath(a[0]),) + tuple(a[1:]) for a in out["access_log"] if a is not None
+        ) if None not in out["access_log"] else ()
+        el = out["error_log"]
+        out["error_log"] = (self.abspath(el[0]), el[1])
+        out["proxy_set_header"] = tuple(out["proxy_set_header"])
+        out["add_header"] = tuple(out["add_header"])
+        return out
+
+    # -- upstream --------------------------------------------------------------------------
+    def build_upstream(self, node):
+        values, blocks = self.collect(node.block or [], D.UPSTREAM)
+        servers = []
+        for b in blocks:
+            if b.name == "server":
+                servers.extend(self.upstream_server(b))
+            else:
+                self.err(b, f'"{b.name}" directive is not allowed here')
+        if not servers:
+            self.err(node, f'no servers are inside upstream "{node.args[0]}"')
+            return None
+        return Upstream(
+            name=node.args[0],
+            servers=tuple(servers),
+            keepalive=values.get("keepalive", 0),
+            keepalive_timeout=values.get("keepalive_timeout@upstream", 60.0),
+            keepalive_requests=values.get("keepalive_requests@upstream", 1000),
+        )
+
+    def upstream_server(self, node):
+        if not node.args:
+            self.err(node, 'invalid number of arguments in "server" directive')
+            return []
+        addr, params = node.args[0], node.args[1:]
+        weight = 1
+        for p in params:
+            key, sep, value = p.partition("=")
+            if key == "weight" and sep:
+                try:
+                    weight = units.parse_int(value, minimum=1)
+                except ValueError:
+                    self.err(node, f'invalid parameter "{p}"')
+                    return []
+            elif key in ("max_conns", "max_fails", "fail_timeout", "backup", "down", "slow_start"):
+                self.err(node, f'"server" parameter "{key}" is not supported yet by this version '
+                               f'of fastgw (planned in issues #3 and #6)')
+                return []
+            else:
+                self.err(node, f'invalid parameter "{p}"')
+                return []
+        try:
+            return [UpstreamServer(h, port, weight, name)
+                    for h, port, name in self.resolve(addr, node)]
+        except ConfigError as exc:
+            self.errors.append(exc)
+            return []
+
+    def resolve(self, addr, node):
+        """``[(ip, port, display_name)]`` for ``host[:port]``; hostnames resolved now, as nginx does."""
+        if addr.startswith("unix:"):
+            raise node.error(f'unix sockets are not supported yet in "{addr}"')
+        if ":" not in addr.strip("[]") or (addr.startswith("[") and addr.endswith("]")):
+            addr = addr + ":80"
+        try:
+            host, port = units.parse_address(addr)
+        except ValueError as exc:
+            raise node.error(str(exc)) from None
+        try:
+            socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+            return [(host, port, None)]
+        except OSError:
+            pass
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror:
+            raise node.error(f'host not found in upstream "{addr}"') from None
+        seen = []
+        for info in infos:
+            ip = info[4][0]
+            if ip not in seen:
+                seen.append(ip)
+        return [(ip, port, f"{ip}:{port}" if ":" not in ip else f"[{ip}]:{port}") for ip in seen]
+
+    # -- server ----------------------------------------------------------------------------
+    def build_server(self, node, http_level, upstreams):
+        values, blocks = self.collect(node.block, D.SERVER)
+        server_level = dict(values)
+        listens = []
+        for b in node.block:
+            if b.name == "listen" and b.block is None:
+                listen = self.parse_listen(b)
+                if listen is not None:
+                    listens.append(listen)
+        if not listens:
+            # nginx listens on *:80 (or 8000 unprivileged) by default; be explicit instead.
+            self.err(node, 'no "listen" directive in server')
+        names = []
+        for b in node.block:
+            if b.name == "server_name" and b.block is None:
+                names.extend(b.args)
+        for name in names:
+            if name.startswith("~"):
+                try:
+                    re.compile(name[1:])
+                except re.error as exc:
+                    self.err(node, f'invalid regex "{name[1:]}": {exc}')
+        ret = None
+        for b in node.block:
+            if b.name == "return" and b.block is None:
+                ret = self.parse_return(b)
+        locations = []
+        seen = set()
+        for b in blocks:
+            if b.name == "location":
+                loc = self.build_location(b, http_level, server_level, upstreams)
+                if loc is None:
+                    continue
+                key = (loc.modifier in ("~", "~*"), loc.modifier == "=", loc.pattern, loc.modifier)
+                if key in seen:
+                    self.err(b, f'duplicate location "{loc.pattern}"')
+                    continue
+                seen.add(key)
+                locations.append(loc)
+            elif b.name not in ("listen", "server_name", "return"):
+                self.err(b, f'"{b.name}" directive is not allowed here')
+        settings = Settings(self.merged(server_level, http_level))
+        return Server(tuple(listens), tuple(names), tuple(locations), settings, ret,
+                      node.file, node.line)
+
+    def parse_listen(self, node):
+        try:
+            host, port = units.parse_address(node.args[0])
+        except ValueError as exc:
+            self.err(node, f'{exc} in "listen" directive')
+            return None
+        default_server, backlog = False, 511
+        for p in node.args[1:]:
+            if p in ("default_server", "default"):
+                default_server = True
+            elif p.startswith("backlog="):
+                try:
+                    backlog = units.parse_int(p[8:], minimum=1)
+                except ValueError:
+                    self.err(node, f'invalid backlog "{p[8:]}"')
+            elif p == "reuseport":
+                pass  # fastgw always uses SO_REUSEPORT, one socket per worker.
+            else:
+                self.err(node, f'invalid parameter "{p}"')
+        return Listen(host, port, default_server, backlog, node.file, node.line)
+
+    def parse_return(self, node):
+        args = node.args
+        first = args[0]
+        if first.isdigit() and first.isascii():
+            code = int(first)
+            if not 0 <= code <= 999:
+                self.err(node, f'invalid return code "{first}"')
+                return None
+            text = args[1] if len(args) > 1 else None
+        elif len(args) == 1 and re.match(r"^(https?://|\$scheme)", first):
+            code, text = 302, first
+        else:
+            self.err(node, f'invalid return code "{first}"')
+            return None
+        try:
+            return Return(code, compile_template(text) if text is not None else None)
+        except ValueError as exc:
+            self.err(node, str(exc))
+            return None
+
+    # -- location ------------------------------------------------------------------------
+    def build_location(self, node, http_level, server_level, upstreams):
+        if len(node.args) == 2:
+            modifier, pattern = node.args
+            if modifier not in ("=", "^~", "~", "~*"):
+                self.err(node, f'invalid location modifier "{modifier}"')
+                return None
+        else:
+            modifier, pattern = "", node.args[0]
+            # nginx accepts the modifier glued to the pattern: "location =/x".
+            for m in ("^~", "~*", "=", "~"):
+                if pattern.startswith(m) and len(pattern) > len(m):
+                    modifier, pattern = m, pattern[len(m):]
+                    break
+            if pattern.startswith("@"):
+                self.err(node, "named locations are not supported yet")
+                return None
+        if modifier in ("~", "~*"):
+            try:
+                re.compile(pattern, re.IGNORECASE if modifier == "~*" else 0)
+            except re.error as exc:
+                self.err(node, f'invalid regex "{pattern}": {exc}')
+                return None
+        values, blocks = self.collect(node.block, D.LOCATION)
+        proxy_pass = ret = None
+        for b in blocks:
+            if b.name == "proxy_pass":
+                if proxy_pass is not None:
+                    self.err(b, '"proxy_pass" directive is duplicate')
+                    continue
+                proxy_pass = self.parse_proxy_pass(b, modifier, upstreams)
+            elif b.name == "return":
+                ret = self.parse_return(b)
+            elif b.name == "location":
+                self.err(b, "nested locations are not supported yet")
+            else:
+                self.err(b, f'"{b.name}" directive is not allowed here')
+        settings = Settings(self.merged(values, server_level, http_level))
+        return Location(modifier, pattern, settings, proxy_pass, ret, node.file, node.line)
+
+    def parse_proxy_pass(self, node, modifier, upstreams):
+        url = node.args[0]
+        if "$" in url:
+            self.err(node, "variables in proxy_pass are not supported yet")
+            return None
+        if url.startswith("https://"):
+            self.err(node, "https upstreams are not supported yet")
+            return None
+        if not url.startswith("http://"):
+            self.err(node, f'invalid URL prefix in "{url}"')
+            return None
+        rest = url[7:]
+        hostport, slash, uri = rest.partition("/")
+        uri = slash + uri if slash else None
+        if not hostport:
+            self.err(node, f'no host in "{url}"')
+            return None
+        if uri is not None and modifier in ("~", "~*"):
+            self.err(node, '"proxy_pass" cannot have URI part in location given by regular '
+                           'expression')
+            return None
+        if hostport in upstreams:
+            return ProxyPass(hostport, uri, hostport, 80)
+        host = hostport
+        if host.partition(":")[0] in upstreams:
+            self.err(node, f'upstream "{host.partition(":")[0]}" may not have port in proxy_pass')
+            return None
+        try:
+            peers = self.resolve(hostport, node)
+        except ConfigError as exc:
+            self.errors.append(exc)
+            return None
+        port = peers[0][1]
+        key = hostport if ":" in hostport.strip("[]").split("]")[-1] else f"{hostport}:80"
+        if key not in upstreams:
+            upstreams[key] = Upstream(
+                name=key,
+                servers=tuple(UpstreamServer(h, p, 1, name) for h, p, name in peers),
+                implicit=True,
+            )
+        proxy_host = hostport if port != 80 or ":" not in hostport else hostport.rsplit(":", 1)[0]
+        return ProxyPass(key, uri, proxy_host, port)

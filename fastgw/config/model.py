@@ -1,0 +1,172 @@
+"""The typed, frozen configuration the loader produces and the processes use.
+
+Times are seconds (float), sizes bytes (int). Paths are absolute (resolved
+against the prefix by the loader). Everything here is immutable so a worker
+can keep the object it was started with while the master loads another.
+"""
+
+from dataclasses import dataclass, field
+
+
+class Settings:
+    """Merged values of the inheritable directives at one level (read-only).
+
+    Attribute access by directive name: ``settings.proxy_read_timeout``
+    (seconds). ``as_dict()`` gives a copy for display.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values):
+        object.__setattr__(self, "_values", dict(values))
+
+    def __getattr__(self, name):
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Settings are read-only")
+
+    def as_dict(self):
+        """A copy of the values as a plain dict."""
+        return dict(self._values)
+
+    def __repr__(self):
+        return f"Settings({self._values!r})"
+
+
+@dataclass(frozen=True)
+class Listen:
+    """One ``listen``: address, port, and socket options."""
+
+    host: str
+    port: int
+    default_server: bool = False
+    backlog: int = 511
+    file: str = None
+    line: int = None
+
+    @property
+    def address(self):
+        """``(host, port)``, the key that identifies the listening socket."""
+        return (self.host, self.port)
+
+
+@dataclass(frozen=True)
+class UpstreamServer:
+    """A peer of an upstream group: where to connect and its weight."""
+
+    host: str
+    port: int
+    weight: int = 1
+    name: str = None
+
+    @property
+    def address(self):
+        """``host:port`` as nginx prints it in ``$upstream_addr``."""
+        return self.name or f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """An ``upstream`` block, or the implicit group of a ``proxy_pass host:port``.
+
+    ``keepalive`` is the most idle connections cached per worker (0: none, the
+    upstream connection is closed after each response, as nginx without
+    ``keepalive``); ``keepalive_timeout`` seconds; ``keepalive_requests`` a
+    count.
+    """
+
+    name: str
+    servers: tuple
+    keepalive: int = 0
+    keepalive_timeout: float = 60.0
+    keepalive_requests: int = 1000
+    implicit: bool = False
+
+
+@dataclass(frozen=True)
+class ProxyPass:
+    """``proxy_pass http://HOST[:PORT][/URI]``.
+
+    ``uri`` is None when the URL has no URI part (the request URI is passed
+    unchanged), else the text that replaces the matched location prefix.
+    ``proxy_host`` is ``$proxy_host`` (host, with ``:port`` unless it is 80).
+    """
+
+    upstream: str
+    uri: str = None
+    proxy_host: str = ""
+    proxy_port: int = 80
+
+
+@dataclass(frozen=True)
+class Return:
+    """``return CODE [TEXT|URL]``: ``text`` is a Template or None."""
+
+    code: int
+    text: object = None
+
+
+@dataclass(frozen=True)
+class Location:
+    """A ``location`` block: how it matches and what it does."""
+
+    modifier: str
+    pattern: str
+    settings: Settings
+    proxy_pass: ProxyPass = None
+    ret: Return = None
+    file: str = None
+    line: int = None
+
+
+@dataclass(frozen=True)
+class Server:
+    """A virtual server: its listens, names, locations and merged settings."""
+
+    listens: tuple
+    names: tuple
+    locations: tuple
+    settings: Settings
+    ret: Return = None
+    file: str = None
+    line: int = None
+
+
+@dataclass(frozen=True)
+class Http:
+    """The ``http`` block: upstream groups by name and servers in file order."""
+
+    upstreams: dict = field(default_factory=dict)
+    servers: tuple = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole validated configuration.
+
+    ``worker_processes`` is resolved (``auto`` -> CPU count). ``files`` lists
+    every file read, main file first, for ``-T``.
+    """
+
+    path: str
+    prefix: str
+    worker_processes: int
+    pid: str
+    error_log: tuple
+    worker_shutdown_timeout: float
+    worker_rlimit_nofile: int
+    worker_connections: int
+    http: Http
+    files: tuple = ()
+
+    def listens(self):
+        """The distinct listening addresses in file order, as ``Listen`` (first one wins options)."""
+        seen = {}
+        for server in self.http.servers:
+            for listen in server.listens:
+                seen.setdefault(listen.address, listen)
+        return list(seen.values())

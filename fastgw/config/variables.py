@@ -1,0 +1,83 @@
+"""nginx variables: names, codes, and templates compiled at config time.
+
+A value such as ``"$host:$server_port"`` is compiled once into a
+:class:`Template`: a tuple of parts, each either a bytes literal or a
+variable reference ``(code, arg)`` where ``arg`` is the lower-case name
+suffix for the prefix families (``$http_x_real_ip`` -> ``(HTTP, b"x-real-ip")``).
+The hot path (fastgw._core.proxy) walks the parts; it never parses text.
+"""
+
+import re
+from dataclasses import dataclass
+
+# Codes are small ints so that the Cython evaluator can switch on them.
+HOST, REMOTE_ADDR, REMOTE_PORT, PROXY_HOST, PROXY_PORT, PROXY_ADD_X_FORWARDED_FOR, SCHEME, \
+    REQUEST_URI, URI, ARGS, IS_ARGS, REQUEST_METHOD, SERVER_NAME, SERVER_PORT, SERVER_ADDR, \
+    SERVER_PROTOCOL, CONNECTION, CONNECTION_REQUESTS, PID, MSEC, CONTENT_LENGTH, CONTENT_TYPE, \
+    HTTP, ARG, COOKIE, REQUEST, = range(26)
+
+SIMPLE = {
+    "host": HOST, "remote_addr": REMOTE_ADDR, "remote_port": REMOTE_PORT,
+    "proxy_host": PROXY_HOST, "proxy_port": PROXY_PORT,
+    "proxy_add_x_forwarded_for": PROXY_ADD_X_FORWARDED_FOR, "scheme": SCHEME,
+    "request_uri": REQUEST_URI, "uri": URI, "document_uri": URI, "args": ARGS,
+    "query_string": ARGS, "is_args": IS_ARGS, "request_method": REQUEST_METHOD,
+    "server_name": SERVER_NAME, "server_port": SERVER_PORT, "server_addr": SERVER_ADDR,
+    "server_protocol": SERVER_PROTOCOL, "connection": CONNECTION,
+    "connection_requests": CONNECTION_REQUESTS, "pid": PID, "msec": MSEC,
+    "content_length": CONTENT_LENGTH, "content_type": CONTENT_TYPE, "request": REQUEST,
+}
+PREFIXED = {"http_": HTTP, "arg_": ARG, "cookie_": COOKIE}
+
+_VAR = re.compile(r"\$(?:\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
+
+
+@dataclass(frozen=True)
+class Template:
+    """A compiled value: ``parts`` is a tuple of bytes and ``(code, arg)`` pairs.
+
+    ``static`` is the whole value as bytes when it has no variables (the hot
+    path then uses it as is), else None. ``source`` is the text as written.
+    """
+
+    source: str
+    parts: tuple
+    static: bytes = None
+
+    @property
+    def names(self):
+        """Names of the variables used, for error messages and tests."""
+        return [p for p in _VAR.findall(self.source)]
+
+
+def variable_ref(name):
+    """``(code, arg)`` for a variable name without ``$``; ValueError if fastgw has no such variable."""
+    if name in SIMPLE:
+        return (SIMPLE[name], b"")
+    for prefix, code in PREFIXED.items():
+        if name.startswith(prefix) and len(name) > len(prefix):
+            suffix = name[len(prefix):].lower()
+            if code == HTTP:
+                # $http_x_real_ip names the header X-Real-IP (nginx maps _ to -).
+                suffix = suffix.replace("_", "-")
+            return (code, suffix.encode("ascii"))
+    raise ValueError(f'unknown "{name}" variable')
+
+
+def compile_template(text):
+    """Compile ``text`` with ``$var`` / ``${var}`` references into a Template.
+
+    Raises ValueError naming an unknown variable, as nginx does at start.
+    A ``$`` not followed by a name is kept literally.
+    """
+    parts, pos = [], 0
+    for m in _VAR.finditer(text):
+        if m.start() > pos:
+            parts.append(text[pos:m.start()].encode("latin-1"))
+        parts.append(variable_ref(m.group(1) or m.group(2)))
+        pos = m.end()
+    if pos < len(text):
+        parts.append(text[pos:].encode("latin-1"))
+    if all(isinstance(p, bytes) for p in parts):
+        return Template(text, tuple(parts), b"".join(parts))
+    return Template(text, tuple(parts), None)

@@ -1,0 +1,1 @@
+"""What fastgw shows of itself: error and access logs (metrics and stub_status come later)."""

@@ -1,0 +1,151 @@
+"""Buffered access logs in nginx's ``combined`` format.
+
+``combined`` is::
+
+    $remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent
+    "$http_referer" "$http_user_agent"
+
+Lines are gathered in memory and written when ``buffer`` bytes are pending,
+every ``flush`` seconds (the worker's timer calls :meth:`AccessLog.flush_if_due`)
+and at exit: fastgw's default is ``buffer=64k flush=1s`` (design.md §5);
+``buffer=0`` writes each line at once, as nginx does without ``buffer=``.
+The full ``log_format`` language comes with the observability issue.
+"""
+
+import os
+import time
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+class _TimeLocal:
+    """``$time_local`` (``29/Nov/2026:08:00:00 +0000``), formatted once per second."""
+
+    def __init__(self):
+        self._second = -1
+        self._text = b""
+
+    def get(self, now):
+        second = int(now)
+        if second != self._second:
+            t = time.localtime(second)
+            off = t.tm_gmtoff
+            sign = "+" if off >= 0 else "-"
+            off = abs(off) // 60
+            self._text = (
+                f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
+                f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} {sign}{off // 60:02d}{off % 60:02d}"
+            ).encode()
+            self._second = second
+        return self._text
+
+
+TIME_LOCAL = _TimeLocal()
+
+
+def escape(value):
+    """nginx's default escaping: ``"``, ``\\`` and bytes outside 0x20..0x7e as ``\\xHH``."""
+    if not value:
+        return b""
+    out = bytearray()
+    for byte in value:
+        if byte == 0x22 or byte == 0x5C or byte < 0x20 or byte > 0x7E:
+            out += b"\\x%02X" % byte
+        else:
+            out.append(byte)
+    return bytes(out)
+
+
+def _safe(value):
+    # Fast path: most values need no escaping.
+    if value is None:
+        return b"-"
+    if not value:
+        return b""
+    try:
+        text = value.decode("ascii")
+    except UnicodeDecodeError:
+        return escape(value)
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return value
+    return escape(value)
+
+
+def combined(remote_addr, request_line, status, body_bytes_sent, referer, user_agent, now):
+    """One ``combined`` line (bytes, with newline). Empty header values print as ``-``."""
+    return b'%s - - [%s] "%s" %d %d "%s" "%s"\n' % (
+        remote_addr,
+        TIME_LOCAL.get(now),
+        _safe(request_line),
+        status,
+        body_bytes_sent,
+        _safe(referer) if referer else b"-",
+        _safe(user_agent) if user_agent else b"-",
+    )
+
+
+class AccessLog:
+    """One access log file with its buffer (bytes) and flush interval (seconds)."""
+
+    def __init__(self, path, buffer=64 * 1024, flush=1.0):
+        self.path = path
+        self.buffer_size = buffer
+        self.flush_interval = flush
+        self._pending = []
+        self._pending_bytes = 0
+        self._oldest = None
+        self.fd = None
+        self.open()
+
+    def open(self):
+        if self.path in ("stderr", "/dev/stderr"):
+            self.fd = 2
+            return
+        if self.path in ("stdout", "/dev/stdout"):
+            self.fd = 1
+            return
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+    def reopen(self):
+        """Flush, then open the path again (USR1 after logrotate)."""
+        self.flush()
+        old = self.fd
+        self.open()
+        if old not in (None, 1, 2) and old != self.fd:
+            os.close(old)
+
+    def write(self, line, now):
+        """Queue one line (bytes); written at once when the buffer is full or disabled."""
+        self._pending.append(line)
+        self._pending_bytes += len(line)
+        if self._oldest is None:
+            self._oldest = now
+        if self._pending_bytes >= self.buffer_size:
+            self.flush()
+
+    def flush_if_due(self, now):
+        """Write pending lines if the oldest has waited ``flush`` seconds."""
+        if self._oldest is not None and now - self._oldest >= self.flush_interval:
+            self.flush()
+
+    def flush(self):
+        """Write every pending line now."""
+        if not self._pending or self.fd is None:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._oldest = None
+        try:
+            while data:
+                n = os.write(self.fd, data)
+                data = data[n:]
+        except OSError:
+            pass
+
+    def close(self):
+        self.flush()
+        if self.fd not in (None, 1, 2):
+            os.close(self.fd)
+        self.fd = None

@@ -1,0 +1,159 @@
+"""Build a worker's ready-to-serve tables from a Config (the cold side of the hot path).
+
+Everything a request needs is resolved here, once: upstream pools with their
+balancers, each location's compiled header templates, timeouts in seconds,
+size limits in bytes, its logs; then the virtual hosts of each listening
+socket. The hot path (fastgw._core.proxy) only walks these objects.
+"""
+
+from fastgw._core import proxy
+from fastgw._core.balancer import Peer, RoundRobin
+from fastgw._core.http import HOP_BY_HOP
+from fastgw._core.pool import UpstreamPool
+from fastgw._core.router import Router, VirtualHosts
+from fastgw.config.variables import compile_template
+from fastgw.observe.access_log import AccessLog
+
+# Client fields never copied upstream: hop-by-hop ones (RFC 9110 §7.6.1), the
+# framing fastgw redoes itself, and Expect (fastgw answers 100-continue itself).
+NOT_FORWARDED = frozenset(HOP_BY_HOP | {b"content-length", b"expect"})
+DEFAULT_HOST = ("Host", compile_template("$proxy_host"))
+
+
+class AccessLogs:
+    """One AccessLog per path in a process, whatever the number of locations naming it."""
+
+    def __init__(self):
+        self.files = {}
+
+    def get(self, path, buffer, flush):
+        log = self.files.get(path)
+        if log is None:
+            log = self.files[path] = AccessLog(path, buffer, flush)
+        return log
+
+    def flush_due(self, now):
+        for log in self.files.values():
+            log.flush_if_due(now)
+
+    def flush(self):
+        for log in self.files.values():
+            log.flush()
+
+    def reopen(self):
+        for log in self.files.values():
+            log.reopen()
+
+    def close(self):
+        for log in self.files.values():
+            log.close()
+
+
+def build_pools(config, loop):
+    """``{upstream name: UpstreamPool}`` for every upstream group, each with its balancer."""
+    pools = {}
+    for name, up in config.http.upstreams.items():
+        peers = [Peer(s.host, s.port, s.weight, s.address, i) for i, s in enumerate(up.servers)]
+        pools[name] = UpstreamPool(name, RoundRobin(peers), up.keepalive, up.keepalive_timeout,
+                                   up.keepalive_requests, loop)
+    return pools
+
+
+def _location(kind, settings, logs, access_logs, conf=None):
+    loc = proxy.Location()
+    loc.conf = conf
+    loc.kind = kind
+    s = settings
+    loc.connect_timeout = s.proxy_connect_timeout
+    loc.send_timeout = s.proxy_send_timeout
+    loc.read_timeout = s.proxy_read_timeout
+    loc.keepalive_timeout = s.keepalive_timeout
+    loc.keepalive_requests = s.keepalive_requests
+    loc.body_timeout = s.client_body_timeout
+    loc.client_send_timeout = s.send_timeout
+    loc.max_body = s.client_max_body_size
+    loc.upstream_http10 = s.proxy_http_version == "1.0"
+    loc.min_timeout = min(t for t in (s.proxy_connect_timeout, s.proxy_send_timeout,
+                                      s.proxy_read_timeout, 60.0) if t > 0)
+    loc.add_headers = tuple(
+        (name.encode("latin-1"), tmpl.parts, tmpl.static, always)
+        for name, tmpl, always in s.add_header
+    )
+    loc.access_logs = [access_logs.get(path, buffer, flush) for path, _fmt, buffer, flush in s.access_log]
+    loc.error_log = logs.get(*s.error_log)
+    set_headers = list(s.proxy_set_header)
+    if not any(name.lower() == "host" for name, _ in set_headers):
+        set_headers.insert(0, DEFAULT_HOST)
+    loc.set_headers = tuple(
+        (name.encode("latin-1"), tmpl.parts, tmpl.static) for name, tmpl in set_headers
+    )
+    loc.skip = frozenset(NOT_FORWARDED | {name.lower().encode("latin-1") for name, _ in set_headers})
+    return loc
+
+
+def build_location(conf, pools, logs, access_logs):
+    """The runtime Location for a config Location."""
+    if conf.proxy_pass is not None:
+        loc = _location(proxy.KIND_PROXY, conf.settings, logs, access_logs, conf)
+        pp = conf.proxy_pass
+        loc.pool = pools[pp.upstream]
+        loc.uri = pp.uri.encode("utf-8") if pp.uri is not None else None
+        loc.proxy_host = pp.proxy_host.encode("latin-1")
+        loc.proxy_port = str(pp.proxy_port).encode()
+    elif conf.ret is not None:
+        loc = _location(proxy.KIND_RETURN, conf.settings, logs, access_logs, conf)
+        _set_return(loc, conf.ret)
+    else:
+        # No content handler: nginx would look for a file; fastgw serves no files.
+        loc = _location(proxy.KIND_NOT_FOUND, conf.settings, logs, access_logs, conf)
+    loc.prefix = conf.pattern.encode("utf-8")
+    loc.exact = conf.modifier == "="
+    return loc
+
+
+def _set_return(loc, ret):
+    loc.ret_code = ret.code
+    loc.ret_parts = ret.text.parts if ret.text is not None else None
+
+
+def build_server(conf, pools, logs, access_logs):
+    """The runtime Server for a config Server: router, not-found and return handlers, timeouts."""
+    server = proxy.Server()
+    server.conf = conf
+    s = conf.settings
+    locations = [(loc.modifier, loc.pattern, build_location(loc, pools, logs, access_logs))
+                 for loc in conf.locations]
+    server.router = Router(locations)
+    server.not_found = _location(proxy.KIND_NOT_FOUND, s, logs, access_logs)
+    if conf.ret is not None:
+        ret = _location(proxy.KIND_RETURN, s, logs, access_logs)
+        _set_return(ret, conf.ret)
+        server.ret = ret
+    first = next((n for n in conf.names if not n.startswith(("~", "*", "."))), "")
+    server.name = first.encode("idna" if not first.isascii() else "ascii")
+    server.header_timeout = s.client_header_timeout
+    server.header_buffers, server.header_buffer_size = s.large_client_header_buffers
+    server.keepalive_timeout = s.keepalive_timeout
+    timeouts = [s.client_header_timeout, s.keepalive_timeout, s.client_body_timeout, s.send_timeout]
+    for loc in conf.locations:
+        timeouts += [loc.settings.client_body_timeout, loc.settings.send_timeout,
+                     loc.settings.keepalive_timeout]
+    server.min_timeout = min([t for t in timeouts if t > 0] or [60.0])
+    server.error_log = logs.get(*s.error_log)
+    return server
+
+
+def build_listeners(config, rt, sockets, logs, access_logs, pools):
+    """One Listener per socket: ``sockets`` is a list of ``(Listen, socket)`` for this worker."""
+    servers = [(conf, build_server(conf, pools, logs, access_logs)) for conf in config.http.servers]
+    listeners = []
+    for listen, sock in sockets:
+        members, default = [], None
+        for conf, server in servers:
+            for lst in conf.listens:
+                if lst.address == listen.address:
+                    members.append((conf.names, server))
+                    if lst.default_server and default is None:
+                        default = server
+        listeners.append(proxy.Listener(rt, VirtualHosts(members, default), sock))
+    return listeners

@@ -1,0 +1,165 @@
+"""One worker process: a uvloop loop serving its listening sockets until told to stop.
+
+The master forks a worker per slot and hands it the slot's SO_REUSEPORT
+sockets (one per ``listen`` address). The worker builds its tables from the
+configuration, tells the master it is ready (a msgpack frame on its pipe),
+and then serves. Signals, as nginx's workers take them from their master:
+
+* QUIT: graceful stop. Stop accepting (the socket stays open in the master, so
+  connections wait in its accept queue for the next worker), close idle
+  keep-alive connections, finish in-flight requests (their responses say
+  ``Connection: close``), exit; ``worker_shutdown_timeout`` bounds it.
+* TERM, INT: fast stop: close everything and exit.
+* USR1: reopen log files.
+
+A worker whose master disappears exits on its own (checked once a second).
+"""
+
+import asyncio
+import os
+import resource
+import signal
+import sys
+import time
+
+import msgpack
+import uvloop
+from setproctitle import setproctitle
+
+from fastgw import runtime
+from fastgw._core.proxy import Runtime
+from fastgw.observe.error_log import Logs
+
+TICK = 1.0  # seconds between housekeeping passes (log flush, parent check)
+
+
+class Worker:
+    """A worker for one slot.
+
+    ``config``: the Config; ``slot``: its index; ``sockets``: list of
+    ``(Listen, socket)``; ``status_fd``: the write end of the pipe to the
+    master (or None); ``master_pid``: the pid to watch.
+    """
+
+    def __init__(self, config, slot, sockets, status_fd=None, master_pid=None):
+        self.config = config
+        self.slot = slot
+        self.sockets = sockets
+        self.status_fd = status_fd
+        self.master_pid = master_pid or os.getppid()
+        self.loop = None
+        self.rt = None
+        self.listeners = []
+        self.pools = {}
+        self.logs = Logs()
+        self.access_logs = runtime.AccessLogs()
+        self.stopping = False
+        self.exit_code = 0
+
+    def run(self):
+        """Serve until stopped; returns the process exit code."""
+        setproctitle("fastgw: worker process")
+        for sig in (signal.SIGHUP, signal.SIGQUIT, signal.SIGTERM, signal.SIGINT,
+                    signal.SIGUSR1, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        if self.config.worker_rlimit_nofile:
+            n = self.config.worker_rlimit_nofile
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+            except (ValueError, OSError) as exc:
+                self.error_log.log("alert", f"setrlimit(RLIMIT_NOFILE, {n}) failed ({exc})")
+        self.loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self.error_log = self.logs.get(*self.config.error_log)
+        self.rt = Runtime(self.loop, self.error_log, self.config.worker_connections,
+                          str(os.getpid()).encode())
+        self.pools = runtime.build_pools(self.config, self.loop)
+        self.listeners = runtime.build_listeners(self.config, self.rt, self.sockets, self.logs,
+                                                 self.access_logs, self.pools)
+        for listener in self.listeners:
+            listener.start()
+        self.loop.add_signal_handler(signal.SIGQUIT, self.graceful_stop)
+        self.loop.add_signal_handler(signal.SIGTERM, self.fast_stop)
+        self.loop.add_signal_handler(signal.SIGINT, self.fast_stop)
+        self.loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
+        self.loop.add_signal_handler(signal.SIGHUP, lambda: None)
+        self.loop.call_later(TICK, self.tick)
+        self.notify({"event": "ready", "slot": self.slot, "pid": os.getpid()})
+        try:
+            self.loop.run_forever()
+        finally:
+            self.access_logs.close()
+            self.logs.close()
+        return self.exit_code
+
+    def notify(self, message):
+        """Send one msgpack frame to the master (best effort)."""
+        if self.status_fd is None:
+            return
+        try:
+            os.write(self.status_fd, msgpack.packb(message))
+        except OSError:
+            pass
+
+    def tick(self):
+        self.access_logs.flush_due(time.time())
+        if os.getppid() != self.master_pid:
+            # The master is gone (killed -9?): nobody can stop or replace us.
+            self.error_log.log("alert", "master process is gone, exiting")
+            self.fast_stop()
+            return
+        self.loop.call_later(TICK, self.tick)
+
+    def graceful_stop(self):
+        if self.stopping:
+            return
+        self.stopping = True
+        self.error_log.log("notice", "gracefully shutting down")
+        for listener in self.listeners:
+            listener.stop()
+        for pool in self.pools.values():
+            pool.close_idle()
+        self.loop.call_later(self.config.worker_shutdown_timeout, self._shutdown_timeout)
+        self.rt.shutdown(self._drained)
+
+    def _drained(self):
+        self.access_logs.flush()
+        self.loop.call_soon(self.loop.stop)
+
+    def _shutdown_timeout(self):
+        self.error_log.log("warn", "worker_shutdown_timeout expired, closing "
+                                   f"{len(self.rt.connections)} connections")
+        self.fast_stop()
+
+    def fast_stop(self):
+        self.stopping = True
+        for listener in self.listeners:
+            listener.stop()
+        self.rt.abort_all()
+        for pool in self.pools.values():
+            pool.close_idle()
+        self.access_logs.flush()
+        self.loop.call_soon(self.loop.stop)
+
+    def reopen_logs(self):
+        self.logs.reopen()
+        self.access_logs.reopen()
+
+
+def run_worker(config, slot, sockets, status_fd, master_pid):
+    """Entry point in the forked child: run a Worker and exit with its code (never returns)."""
+    code = 1
+    try:
+        code = Worker(config, slot, sockets, status_fd, master_pid).run()
+    except BaseException as exc:  # noqa: BLE001 - a worker must die loudly, not silently
+        try:
+            Logs().get(*config.error_log).log("emerg", f"worker process failed: {exc!r}")
+        except Exception:
+            pass
+        sys.stderr.write(f"fastgw: [emerg] worker process failed: {exc!r}\n")
+        code = 2
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
