@@ -261,6 +261,7 @@ class Master:
         for message in unpacker:
             if slot is not None and isinstance(message, dict) and message.get("event") == "ready":
                 slot.ready = True
+                self.log.log("notice", f"worker process {slot.pid} is ready")
 
     # -- main loop ------------------------------------------------------------------------
     def loop(self):

@@ -1,0 +1,1 @@
+"""Test helpers for fastgw: the sample upstream server (:mod:`fastgw.testing.backend`)."""
