@@ -438,7 +438,10 @@ cdef class Downstream:
                 self.data_received(data[offset:])
             return
         except (HttpParserError, HttpParserCallbackError, _Reject) as exc:
-            if self.reject_status == -1:
+            if self.reject_status == -1 or (self.no_more_requests and self.parsing is None
+                                            and not self.reject_status):
+                # Bytes after a request that closes the connection (llhttp says
+                # "Data after Connection: close"): never parsed, never answered.
                 self._pause_reading()
                 return
             self._parse_failed(exc)
@@ -517,8 +520,13 @@ cdef class Downstream:
 
     def on_header(self, bytes name, bytes value):
         cdef Request r = self.parsing
-        cdef bytes lname = name.lower()
+        cdef bytes lname
         cdef Py_ssize_t size = len(name) + len(value) + 4
+        if r.head_done:
+            # A trailer section (after a chunked body) never joins the header
+            # section: fastgw drops request trailers.
+            return
+        lname = name.lower()
         r.head_size += size
         if (size > self.default_server.header_buffer_size
                 or r.head_size > self.default_server.header_buffers * self.default_server.header_buffer_size):
@@ -543,8 +551,11 @@ cdef class Downstream:
                 elif token == b"keep-alive":
                     r.keep_alive = True
         elif lname == b"expect":
-            if value.lower() == b"100-continue":
+            if value.strip().lower() == b"100-continue":
                 r.expect_continue = True
+            else:
+                # RFC 9110 §10.1.1: an expectation the server cannot meet is 417.
+                r.error_status = 417
         elif lname == b"x-forwarded-for":
             r.xff = value if r.xff is None else r.xff + b", " + value
         elif lname == b"referer":
@@ -581,6 +592,10 @@ cdef class Downstream:
             self.reject_status = 405
             raise _Reject()
         if not r.keep_alive:
+            self.no_more_requests = True
+        if r.error_status:
+            r.keep_alive = False
+            r.close_after = True
             self.no_more_requests = True
         if self.current is None:
             self._dispatch(r)
@@ -1345,6 +1360,8 @@ cdef class UpstreamConn:
         self.reason = reason if self.reason is None else self.reason + reason
 
     def on_header(self, bytes name, bytes value):
+        if self.head_sent:
+            return  # response trailers: never merged into the header section
         self.resp_headers.append((name, value, name.lower()))
 
     def on_headers_complete(self):
@@ -1369,6 +1386,11 @@ cdef class UpstreamConn:
                     raise HttpParserError("duplicate Content-Length")
                 self.resp_length = (<bytes>h[1]).strip()
             elif lname == b"transfer-encoding":
+                # Only a single "chunked" is a framing fastgw can trust (nginx: 502
+                # for any other Transfer-Encoding); llhttp alone accepts two TE
+                # lines and reads an unknown coding until the close.
+                if self.resp_chunked or (<bytes>h[1]).strip().lower() != b"chunked":
+                    raise HttpParserError("upstream sent an invalid Transfer-Encoding")
                 self.resp_chunked = True
             elif lname == b"connection":
                 if conn_tokens is None:
