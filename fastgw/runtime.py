@@ -11,6 +11,7 @@ from fastgw._core.balancer import Peer, RoundRobin
 from fastgw._core.http import HOP_BY_HOP
 from fastgw._core.pool import UpstreamPool
 from fastgw._core.router import Router, VirtualHosts
+from fastgw.config import variables as V
 from fastgw.config.variables import compile_template
 from fastgw.observe.access_log import AccessLog
 
@@ -91,6 +92,26 @@ def _location(kind, settings, logs, access_logs, conf=None):
     return loc
 
 
+def fold_constants(parts, constants):
+    """Replace variables that are constant for a location by their bytes.
+
+    ``constants`` maps a variable code to its value. Returns ``(parts, static)``
+    where ``static`` is the whole value when nothing variable is left, so the
+    default ``Host $proxy_host`` costs no evaluation per request.
+    """
+    out = []
+    for part in parts:
+        if not isinstance(part, bytes) and part[0] in constants:
+            part = constants[part[0]]
+        if isinstance(part, bytes) and out and isinstance(out[-1], bytes):
+            out[-1] += part
+        else:
+            out.append(part)
+    if all(isinstance(p, bytes) for p in out):
+        return tuple(out), b"".join(out)
+    return tuple(out), None
+
+
 def build_location(conf, pools, logs, access_logs):
     """The runtime Location for a config Location."""
     if conf.proxy_pass is not None:
@@ -100,6 +121,10 @@ def build_location(conf, pools, logs, access_logs):
         loc.uri = pp.uri.encode("utf-8") if pp.uri is not None else None
         loc.proxy_host = pp.proxy_host.encode("latin-1")
         loc.proxy_port = str(pp.proxy_port).encode()
+        constants = {V.PROXY_HOST: loc.proxy_host, V.PROXY_PORT: loc.proxy_port, V.SCHEME: b"http"}
+        loc.set_headers = tuple(
+            (name, *fold_constants(parts, constants)) for name, parts, _static in loc.set_headers
+        )
     elif conf.ret is not None:
         loc = _location(proxy.KIND_RETURN, conf.settings, logs, access_logs, conf)
         _set_return(loc, conf.ret)

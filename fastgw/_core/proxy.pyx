@@ -1300,6 +1300,9 @@ cdef class UpstreamConn:
             self._complete()
 
     def eof_received(self):
+        if self.req is None:
+            # The upstream closed an idle pooled connection: never hand it out again.
+            self.closed = True
         return False
 
     cdef _uncount(self):

@@ -75,7 +75,10 @@ cpdef bytes normalize_host(bytes host):
     Returns None for a Host nginx rejects with 400 (empty after stripping, a
     ``/``, ``\\``, control character or space, or ``..``).
     """
-    cdef Py_ssize_t end
+    cdef Py_ssize_t end, i
+    cdef const unsigned char* p
+    cdef unsigned char c
+    cdef bint lower = True
     if not host:
         return b""
     if host[0] == 91:  # "[": IPv6 literal
@@ -93,10 +96,14 @@ cpdef bytes normalize_host(bytes host):
         host = host[:-1]
     if not host or b".." in host:
         return None
-    for c in host:
+    p = host
+    for i in range(len(host)):
+        c = p[i]
         if c <= 32 or c == 47 or c == 92 or c == 127:
             return None
-    return host.lower()
+        if 65 <= c <= 90:
+            lower = False
+    return host if lower else host.lower()
 
 
 cdef class Router:

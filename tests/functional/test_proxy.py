@@ -376,3 +376,36 @@ def test_missing_host_and_bad_path_are_400(base_gateway, backend):
         (status, headers, _), = parse_responses(raw_request(gw.port, raw))
         assert status == 400, raw
     assert stats(backend)["requests_total"] == 0
+
+
+def _rss_kib(pid):
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_slow_client_pauses_the_upstream_instead_of_buffering(base_gateway):
+    """Flow control: a client that does not read must not make the worker buffer the response."""
+    gw = base_gateway()
+    worker = gw.worker_pids()[0]
+    before = _rss_kib(worker)
+    size = 200 * 1024 * 1024
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(b"GET /?size=%d HTTP/1.1\r\nHost: t\r\n\r\n" % size)
+        first = s.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200 OK")
+        time.sleep(1.5)  # the upstream keeps writing; the worker must pause reading it
+        grown = _rss_kib(worker) - before
+        assert grown < 32 * 1024, f"worker grew by {grown} KiB while the client was not reading"
+        received = len(first.partition(b"\r\n\r\n")[2])
+        deadline = time.monotonic() + 60
+        while received < size and time.monotonic() < deadline:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            received += len(chunk)
+    # The whole body came through once the client read it.
+    assert received == size
