@@ -72,7 +72,7 @@ cpdef bytes normalize_path(bytes path):
 cpdef bytes normalize_host(bytes host):
     """The Host header's name for server_name matching: lower case, no port, no trailing dot.
 
-    Returns None for a Host nginx rejects with 400 (empty after stripping, a
+    Returns None for a Host nginx rejects with 400 (empty, empty after stripping, a
     ``/``, ``\\``, control character or space, or ``..``).
     """
     cdef Py_ssize_t end, i
@@ -80,7 +80,7 @@ cpdef bytes normalize_host(bytes host):
     cdef unsigned char c
     cdef bint lower = True
     if not host:
-        return b""
+        return None  # nginx: an empty Host is a 400 ("client sent invalid host header")
     if host[0] == 91:  # "[": IPv6 literal
         end = host.find(b"]")
         if end < 0:

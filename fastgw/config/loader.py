@@ -17,7 +17,7 @@ from .errors import ConfigError, ConfigErrors
 from .model import (Config, Http, Listen, Location, ProxyPass, Return, Server, Settings,
                     Upstream, UpstreamServer)
 from .reader import read_file, read_string
-from .variables import compile_template
+from .variables import VariableError, compile_template
 
 INHERITED = [d for d in D.DIRECTIVES if d.inherit and not d.planned]
 REDIRECT_CODES = (301, 302, 303, 307, 308)
@@ -34,24 +34,34 @@ def load(path, prefix=None, extra=None):
     prefix = os.path.abspath(prefix or os.getcwd())
     path = os.path.abspath(os.path.join(prefix, path))
     files = []
-    nodes = read_file(path, files=files) if _read_ok(path) else None
-    if nodes is None:
+    if not _read_ok(path):
         raise ConfigErrors([ConfigError(f'open() "{path}" failed (2: No such file or directory)')])
-    if extra:
-        nodes = nodes + read_string(extra, "command line", os.path.dirname(path))
+    try:
+        nodes = read_file(path, files=files)
+        if extra:
+            # nginx reads -g before the file, so a duplicate is reported in the file.
+            gnodes = read_string(extra, "command line", os.path.dirname(path))
+            for node in gnodes:
+                if node.block is not None:
+                    raise ConfigError("block directives are not supported in -g option",
+                                      "command line")
+            nodes = gnodes + nodes
+    except ConfigError as exc:
+        raise ConfigErrors([exc]) from None
     builder = _Builder(path, prefix)
     config = builder.build(nodes, tuple(files))
     if builder.errors:
+        order = {name: i for i, name in enumerate(files)}
+        builder.errors.sort(key=lambda e: (order.get(e.file, len(order)), e.line or 0))
         raise ConfigErrors(builder.errors)
     return config
 
 
-def load_or_raise(path, prefix=None, extra=None):
-    """As :func:`load`, but a syntax error (reader) is also wrapped in ConfigErrors."""
-    try:
-        return load(path, prefix, extra)
-    except ConfigError as exc:
-        raise ConfigErrors([exc]) from None
+def _host_of(hostport):
+    """The host part of ``host[:port]`` / ``[v6][:port]``, brackets kept for IPv6."""
+    if hostport.startswith("["):
+        return hostport[:hostport.index("]") + 1] if "]" in hostport else hostport
+    return hostport.rpartition(":")[0] if ":" in hostport else hostport
 
 
 def _read_ok(path):
@@ -117,6 +127,9 @@ class _Builder:
             seen[d.name] = node
             try:
                 value = d.parse(node.args)
+            except VariableError as exc:
+                self.err(node, str(exc))  # nginx words it without the directive
+                continue
             except ValueError as exc:
                 self.err(node, f'{exc} in "{node.name}" directive')
                 continue
@@ -194,6 +207,15 @@ class _Builder:
                 server = self.build_server(b, http_level, upstreams)
                 if server is not None:
                     servers.append(server)
+        defaults = set()
+        for server in servers:
+            for listen in server.listens:
+                if listen.default_server:
+                    if listen.address in defaults:
+                        self.errors.append(ConfigError(
+                            f"a duplicate default server for {listen.host}:{listen.port}",
+                            listen.file, listen.line))
+                    defaults.add(listen.address)
         return Http(upstreams=upstreams, servers=tuple(servers))
 
     def merged(self, *levels):
@@ -278,7 +300,7 @@ class _Builder:
             raise node.error(str(exc)) from None
         try:
             socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-            return [(host, port, None)]
+            return [(host, port, f"[{host}]:{port}" if ":" in host else None)]
         except OSError:
             pass
         try:
@@ -296,28 +318,38 @@ class _Builder:
     def build_server(self, node, http_level, upstreams):
         values, blocks = self.collect(node.block, D.SERVER)
         server_level = dict(values)
-        listens = []
-        for b in node.block:
-            if b.name == "listen" and b.block is None:
+        # `blocks` holds listen, server_name and return too: collect() has checked
+        # their context and arity, the parsing is done here.
+        listens, seen_listen = [], set()
+        any_listen = any(b.name == "listen" for b in node.block)
+        for b in blocks:
+            if b.name == "listen":
                 listen = self.parse_listen(b)
-                if listen is not None:
-                    listens.append(listen)
-        if not listens:
+                if listen is None:
+                    continue
+                if listen.address in seen_listen:
+                    self.err(b, f"a duplicate listen {listen.host}:{listen.port}")
+                    continue
+                seen_listen.add(listen.address)
+                listens.append(listen)
+        if not any_listen:
             # nginx listens on *:80 (or 8000 unprivileged) by default; be explicit instead.
             self.err(node, 'no "listen" directive in server')
         names = []
-        for b in node.block:
-            if b.name == "server_name" and b.block is None:
-                names.extend(b.args)
-        for name in names:
-            if name.startswith("~"):
-                try:
-                    re.compile(name[1:])
-                except re.error as exc:
-                    self.err(node, f'invalid regex "{name[1:]}": {exc}')
+        for b in blocks:
+            if b.name == "server_name":
+                for name in b.args:
+                    if name.startswith("~"):
+                        try:
+                            re.compile(name[1:])
+                        except re.error as exc:
+                            self.err(b, f'invalid regex "{name[1:]}": {exc}')
+                            continue
+                    names.append(name)
         ret = None
-        for b in node.block:
-            if b.name == "return" and b.block is None:
+        for b in blocks:
+            if b.name == "return" and ret is None:
+                # nginx executes the first return it meets.
                 ret = self.parse_return(b)
         locations = []
         seen = set()
@@ -326,11 +358,14 @@ class _Builder:
                 loc = self.build_location(b, http_level, server_level, upstreams)
                 if loc is None:
                     continue
-                key = (loc.modifier in ("~", "~*"), loc.modifier == "=", loc.pattern, loc.modifier)
-                if key in seen:
-                    self.err(b, f'duplicate location "{loc.pattern}"')
-                    continue
-                seen.add(key)
+                # nginx: "=" and prefix ("" and "^~" alike) locations must be
+                # unique; regex locations are not checked.
+                if loc.modifier not in ("~", "~*"):
+                    key = (loc.modifier == "=", loc.pattern)
+                    if key in seen:
+                        self.err(b, f'duplicate location "{loc.pattern}"')
+                        continue
+                    seen.add(key)
                 locations.append(loc)
             elif b.name not in ("listen", "server_name", "return"):
                 self.err(b, f'"{b.name}" directive is not allowed here')
@@ -339,8 +374,15 @@ class _Builder:
                       node.file, node.line)
 
     def parse_listen(self, node):
+        text = node.args[0]
+        # nginx: an address without a port ("listen 127.0.0.1;") means port 80.
+        if text.startswith("["):
+            if text.endswith("]"):
+                text += ":80"
+        elif ":" not in text and not (text.isdigit() and text.isascii()):
+            text += ":80"
         try:
-            host, port = units.parse_address(node.args[0])
+            host, port = units.parse_address(text)
         except ValueError as exc:
             self.err(node, f'{exc} in "listen" directive')
             return None
@@ -411,7 +453,8 @@ class _Builder:
                     continue
                 proxy_pass = self.parse_proxy_pass(b, modifier, upstreams)
             elif b.name == "return":
-                ret = self.parse_return(b)
+                if ret is None:
+                    ret = self.parse_return(b)
             elif b.name == "location":
                 self.err(b, "nested locations are not supported yet")
             else:
@@ -440,11 +483,13 @@ class _Builder:
             self.err(node, '"proxy_pass" cannot have URI part in location given by regular '
                            'expression')
             return None
-        if hostport in upstreams:
+        named = upstreams.get(hostport)
+        if named is not None and not named.implicit:
             return ProxyPass(hostport, uri, hostport, 80)
-        host = hostport
-        if host.partition(":")[0] in upstreams:
-            self.err(node, f'upstream "{host.partition(":")[0]}" may not have port in proxy_pass')
+        host = _host_of(hostport)
+        named = upstreams.get(host)
+        if named is not None and not named.implicit:
+            self.err(node, f'upstream "{host}" may not have port in proxy_pass')
             return None
         try:
             peers = self.resolve(hostport, node)
@@ -452,12 +497,13 @@ class _Builder:
             self.errors.append(exc)
             return None
         port = peers[0][1]
-        key = hostport if ":" in hostport.strip("[]").split("]")[-1] else f"{hostport}:80"
+        key = f"{host}:{port}"
         if key not in upstreams:
             upstreams[key] = Upstream(
                 name=key,
                 servers=tuple(UpstreamServer(h, p, 1, name) for h, p, name in peers),
                 implicit=True,
             )
-        proxy_host = hostport if port != 80 or ":" not in hostport else hostport.rsplit(":", 1)[0]
+        # $proxy_host: the host, with the port unless it is 80 (nginx).
+        proxy_host = host if port == 80 else key
         return ProxyPass(key, uri, proxy_host, port)

@@ -106,11 +106,12 @@ def read_string(text, label, prefix_dir, files=None):
             nodes = _parse_block(_tokens(tmp), tmp, prefix_dir, 0, files if files is not None else [], top=True)
         except ConfigError as exc:
             if exc.file == tmp:
-                exc.file = label
+                exc.file, exc.line = label, None
             raise
+        # nginx names no line for -g: "... in command line".
         for node in _walk(nodes):
             if node.file == tmp:
-                node.file = label
+                node.file, node.line = label, None
         return nodes
     finally:
         os.unlink(tmp)

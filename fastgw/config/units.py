@@ -12,7 +12,9 @@ _TIME_UNITS = {
     "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0,
     "w": 7 * 86400.0, "M": 30 * 86400.0, "y": 365 * 86400.0,
 }
-_TIME_PART = re.compile(r"\s*(\d+)\s*(ms|s|m|h|d|w|M|y)?")
+_TIME_PART = re.compile(r"\s*([0-9]+)\s*(ms|s|m|h|d|w|M|y)?")
+# nginx requires the units of a combined time from the largest to the smallest.
+_TIME_ORDER = ("y", "M", "w", "d", "h", "m", "s", "ms")
 
 
 def parse_size(text):
@@ -21,7 +23,7 @@ def parse_size(text):
     Returns the size in bytes (int). Raises ValueError on anything else,
     including a sign, a fraction or an empty string.
     """
-    m = re.fullmatch(r"(\d+)([kKmMgG]?)", text)
+    m = re.fullmatch(r"([0-9]+)([kKmMgG]?)", text)
     if not m:
         raise ValueError(f'invalid size "{text}"')
     return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
@@ -33,7 +35,7 @@ def parse_time(text):
     Returns seconds as a float. Raises ValueError for an empty value, an
     unknown unit or text left over.
     """
-    pos, total, seen = 0, 0.0, set()
+    pos, total, last = 0, 0.0, -1
     text = text.strip()
     if not text:
         raise ValueError('invalid time ""')
@@ -42,19 +44,20 @@ def parse_time(text):
         if not m or m.end() == pos:
             raise ValueError(f'invalid time "{text}"')
         unit = m.group(2) or "s"
-        if unit in seen:
+        rank = _TIME_ORDER.index(unit)
+        if rank <= last:
             raise ValueError(f'invalid time "{text}"')
-        seen.add(unit)
+        last = rank
         total += int(m.group(1)) * _TIME_UNITS[unit]
         pos = m.end()
     return total
 
 
 def parse_flag(text):
-    """Parse ``on``/``off`` into a bool; ValueError otherwise (nginx's ngx_conf_set_flag_slot)."""
-    if text == "on":
+    """Parse ``on``/``off`` (any case) into a bool; ValueError otherwise (nginx's ngx_conf_set_flag_slot)."""
+    if text.lower() == "on":
         return True
-    if text == "off":
+    if text.lower() == "off":
         return False
     raise ValueError(f'invalid value "{text}", it must be "on" or "off"')
 
@@ -88,10 +91,10 @@ def parse_address(text, default_host="0.0.0.0"):
         host, _, port = text.rpartition(":")
         if host == "*":
             host = default_host
-    elif not text.isdigit():
+    elif not (text.isdigit() and text.isascii()):
         raise ValueError(f'no port in "{text}"')
     if not host:
         raise ValueError(f'invalid host in "{text}"')
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not (port.isdigit() and port.isascii()) or not 0 < int(port) < 65536:
         raise ValueError(f'invalid port in "{text}"')
     return host, int(port)

@@ -32,6 +32,10 @@ PREFIXED = {"http_": HTTP, "arg_": ARG, "cookie_": COOKIE}
 _VAR = re.compile(r"\$(?:\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
 
 
+class VariableError(ValueError):
+    """A reference to a variable fastgw does not have (nginx: ``unknown "x" variable``)."""
+
+
 @dataclass(frozen=True)
 class Template:
     """A compiled value: ``parts`` is a tuple of bytes and ``(code, arg)`` pairs.
@@ -61,13 +65,14 @@ def variable_ref(name):
                 # $http_x_real_ip names the header X-Real-IP (nginx maps _ to -).
                 suffix = suffix.replace("_", "-")
             return (code, suffix.encode("ascii"))
-    raise ValueError(f'unknown "{name}" variable')
+    raise VariableError(f'unknown "{name}" variable')
 
 
 def compile_template(text):
     """Compile ``text`` with ``$var`` / ``${var}`` references into a Template.
 
-    Raises ValueError naming an unknown variable, as nginx does at start.
+    Raises VariableError (a ValueError) naming an unknown variable, as nginx
+    does at start.
     A ``$`` not followed by a name is kept literally.
     """
     parts, pos = [], 0
