@@ -116,6 +116,7 @@ def main(conf, prefix, directives, test, dump, signal_name, version, version_ful
 
     try:
         check_compiled()
+        import fastgw.worker  # noqa: F401 - fail here, not in each forked worker
     except ImportError as exc:
         _err(f"[emerg] {exc}")
         sys.exit(1)

@@ -30,7 +30,6 @@ import msgpack
 from setproctitle import setproctitle
 
 from fastgw.observe.error_log import Logs
-from fastgw.worker import run_worker
 
 # A worker that dies within this many seconds of its start counts as a crash at
 # start for the back-off.
@@ -203,6 +202,8 @@ class Master:
             if self.wake_r is not None:
                 os.close(self.wake_r)
                 os.close(self.wake_w)
+            from fastgw.worker import run_worker  # the compiled hot path, children only
+
             run_worker(self.config, slot.index, slot.sockets, w, os.getppid())
         os.close(w)
         os.set_blocking(r, False)

@@ -994,8 +994,9 @@ def start_backend(port: int = 0, *args, host: str = "127.0.0.1", timeout: float 
     cmd = [sys.executable, "-m", "fastgw.testing.backend", "--host", host, "--port", str(port)]
     cmd += [str(a) for a in args]
     env = dict(os.environ if env is None else env)
+    # cwd "/": the installed fastgw is imported, never a source tree in the cwd.
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=stderr, env=env)
+                            stderr=stderr, env=env, cwd="/")
     fd = proc.stdout.fileno()
     deadline = time.monotonic() + timeout
     buf = b""

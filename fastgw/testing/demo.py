@@ -43,7 +43,10 @@ def main(argv=None):
         sys.exit(f"no {conf}: run this from the repository root or pass --prefix")
     backend, _ = start_backend(args.upstream_port, "--latency", "0")
     print(f"sample upstream listening on 127.0.0.1:{args.upstream_port}")
-    gw = subprocess.Popen([sys.executable, "-m", "fastgw", "-p", args.prefix])
+    # Run from "/" so that the installed fastgw (with its compiled hot path) is
+    # imported, not the source tree that `python -m` would find in the cwd.
+    gw = subprocess.Popen([sys.executable, "-m", "fastgw", "-p", os.path.abspath(args.prefix)],
+                          cwd="/")
     stop = []
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
     try:
@@ -68,6 +71,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         pass
     finally:
+        # Ctrl-C reaches the whole process group (fastgw stops fast on its own);
+        # a second one must not leave the sample upstream behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if gw.poll() is None:
             gw.send_signal(signal.SIGQUIT)
             try:
