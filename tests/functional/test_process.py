@@ -125,7 +125,9 @@ def test_term_stops_fast(gateway, backend):
                for pid in workers)
 
 
-def run_cli(*args, cwd=None, timeout=30):
+def run_cli(*args, cwd="/", timeout=30):
+    # From "/" by default: `python -m` puts the cwd first on sys.path, and a source
+    # tree there (the repository root) would shadow the installed, compiled fastgw.
     return subprocess.run([sys.executable, "-m", "fastgw", *args], capture_output=True, text=True,
                           cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL)
 
