@@ -15,6 +15,8 @@ The full ``log_format`` language comes with the observability issue.
 import os
 import time
 
+from .files import close_log, open_log
+
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -98,22 +100,15 @@ class AccessLog:
         self.open()
 
     def open(self):
-        if self.path in ("stderr", "/dev/stderr"):
-            self.fd = 2
-            return
-        if self.path in ("stdout", "/dev/stdout"):
-            self.fd = 1
-            return
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.fd = open_log(self.path)
 
     def reopen(self):
         """Flush, then open the path again (USR1 after logrotate)."""
         self.flush()
         old = self.fd
         self.open()
-        if old not in (None, 1, 2) and old != self.fd:
-            os.close(old)
+        if old != self.fd:
+            close_log(old)
 
     def write(self, line, now):
         """Queue one line (bytes); written at once when the buffer is full or disabled."""
@@ -146,6 +141,5 @@ class AccessLog:
 
     def close(self):
         self.flush()
-        if self.fd not in (None, 1, 2):
-            os.close(self.fd)
+        close_log(self.fd)
         self.fd = None

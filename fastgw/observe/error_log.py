@@ -13,6 +13,8 @@ import os
 import sys
 import time
 
+from .files import close_log, open_log
+
 LEVELS = ("emerg", "alert", "crit", "error", "warn", "notice", "info", "debug")
 RANK = {name: i for i, name in enumerate(LEVELS)}
 
@@ -34,22 +36,17 @@ class ErrorLog:
 
     def open(self):
         """Open (or create) the file for appending; ``stderr`` uses fd 2."""
-        if self.path in ("stderr", "/dev/stderr"):
-            self.fd = 2
-            return
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.fd = open_log(self.path)
 
     def reopen(self):
         """Close and open the file again (after logrotate moved it)."""
         old = self.fd
         self.open()
-        if old not in (None, 2) and old != self.fd:
-            os.close(old)
+        if old != self.fd:
+            close_log(old)
 
     def close(self):
-        if self.fd not in (None, 2):
-            os.close(self.fd)
+        close_log(self.fd)
         self.fd = None
 
     def enabled(self, level):
