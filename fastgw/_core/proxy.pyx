@@ -388,11 +388,15 @@ cdef class Downstream:
     cdef long pending_bytes
     cdef double last_read
     cdef double idle_since
+    cdef double idle_timeout
     cdef double head_started
     cdef double write_paused_at
     cdef object timer
     cdef double timer_step
     cdef Server default_server
+    cdef Location last_location
+    cdef bint in_feed
+    cdef UpstreamConn send_pending
 
     def __init__(self, Listener listener, addr):
         self.listener = listener
@@ -417,8 +421,10 @@ cdef class Downstream:
         transport.set_write_buffer_limits(HIGH_WATER)
         now = self.loop.time()
         self.last_read = now
-        # The first request gets client_header_timeout to arrive (nginx's post-accept timeout).
-        self.idle_since = now - self.default_server.keepalive_timeout + self.default_server.header_timeout
+        # The first request gets client_header_timeout to arrive (nginx's post-accept
+        # timeout); later idle periods the keepalive_timeout of the last location.
+        self.idle_since = now
+        self.idle_timeout = self.default_server.header_timeout
         self._arm_timer(self.default_server.min_timeout)
         if self.graceful:
             self._close()
@@ -427,9 +433,12 @@ cdef class Downstream:
         if self.closing:
             return
         self.last_read = self.loop.time()
+        self.in_feed = True
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as exc:
+            self.in_feed = False
+            self._send_pending()
             # llhttp stops at an Upgrade request; fastgw does not tunnel yet (the
             # conformance issue brings WebSocket), so the request was served as a
             # plain one without Upgrade and parsing goes on after it.
@@ -438,6 +447,7 @@ cdef class Downstream:
                 self.data_received(data[offset:])
             return
         except (HttpParserError, HttpParserCallbackError, _Reject) as exc:
+            self.in_feed = False
             if self.reject_status == -1 or (self.no_more_requests and self.parsing is None
                                             and not self.reject_status):
                 # Bytes after a request that closes the connection (llhttp says
@@ -445,7 +455,10 @@ cdef class Downstream:
                 self._pause_reading()
                 return
             self._parse_failed(exc)
+            self._send_pending()
             return
+        self.in_feed = False
+        self._send_pending()
         if self.parsing is not None and not self.parsing.head_done:
             self.head_bytes += len(data)
             if self.head_bytes > self.default_server.header_buffers * self.default_server.header_buffer_size + 65536:
@@ -782,6 +795,19 @@ cdef class Downstream:
             conn.connect()
         else:
             conn.attach(self, r)
+            if self.in_feed:
+                # Sent once this read is parsed: if the rest of it is malformed
+                # (say, a bad chunk size), the upstream never sees any of it.
+                self.send_pending = conn
+            else:
+                conn.send_request()
+
+    cdef _send_pending(self):
+        cdef UpstreamConn conn = self.send_pending
+        if conn is None:
+            return
+        self.send_pending = None
+        if conn.req is not None and not conn.closed:
             conn.send_request()
 
     # -- responses ---------------------------------------------------------------------
@@ -831,6 +857,8 @@ cdef class Downstream:
     cdef finish(self, Request r):
         """The response to ``r`` is complete (written or handed to the transport)."""
         r.done = True
+        if r.location is not None:
+            self.last_location = r.location
         if r.body_buffered:
             self.pending_bytes -= r.body_buffered
             r.body_buffered = 0
@@ -869,6 +897,8 @@ cdef class Downstream:
         else:
             self.state = S_IDLE
             self.idle_since = self.loop.time()
+            self.idle_timeout = (self.last_location.keepalive_timeout if self.last_location is not None
+                                 else self.default_server.keepalive_timeout)
 
     cdef _close_after_write(self, Request r):
         if not r.body_done or self.pending or self.parsing is not None or r.error_status:
@@ -994,7 +1024,7 @@ cdef class Downstream:
                 self._timeout("client timed out (110: Connection timed out) while sending response to client", 0)
                 return
         elif self.state == S_IDLE and self.current is None and self.parsing is None:
-            deadline = self.idle_since + self.default_server.keepalive_timeout
+            deadline = self.idle_since + self.idle_timeout
             if now >= deadline:
                 self._close()
                 return
@@ -1442,7 +1472,14 @@ cdef class UpstreamConn:
             # llhttp cannot be told the request was HEAD: the response ends here and
             # the parser is replaced so that the next response starts clean.
             self.resp_done = True
-            self.resp_keep = True
+            # llhttp's keep-alive flag is only final at message complete, which a
+            # HEAD response never reaches here: read Connection ourselves.
+            if conn_tokens is not None and b"close" in conn_tokens:
+                self.resp_keep = False
+            elif self.parser.get_http_version() == "1.0":
+                self.resp_keep = conn_tokens is not None and b"keep-alive" in conn_tokens
+            else:
+                self.resp_keep = True
             if self.head_only:
                 self.reset_parser = True
 
