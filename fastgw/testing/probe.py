@@ -261,6 +261,7 @@ class ProbeConn:
             except OSError:
                 pass
             self.closed_event.set()
+        self._queue.put(None)     # wake the writer thread: nothing more to answer
         self.probe._request_done(self, all_of_conn=True)
 
     def _send(self, data):
