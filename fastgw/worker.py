@@ -104,6 +104,10 @@ class Worker:
 
     def tick(self):
         self.access_logs.flush_due(time.time())
+        if self.error_log.enabled("debug"):
+            idle = sum(p.idle_count for p in self.pools.values())
+            self.error_log.log("debug", f"connections: {self.rt.active} counted, "
+                                        f"{len(self.rt.connections)} clients, {idle} idle upstream")
         if os.getppid() != self.master_pid:
             # The master is gone (killed -9?): nobody can stop or replace us.
             self.error_log.log("alert", "master process is gone, exiting")

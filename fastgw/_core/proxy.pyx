@@ -1586,19 +1586,22 @@ cdef class UpstreamConn:
 
     def close(self):
         """Close the connection (idempotent)."""
-        if self.connect_task is not None:
-            # Still connecting: no transport, so no connection_lost will come.
-            self.connect_task.cancel()
-            self.connect_task = None
-            self.connecting = False
-            if self.transport is None:
-                self._uncount()
         self.closed = True
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         if self.transport is not None:
+            # connection_lost follows and releases the worker_connections slot.
+            # The connect task may not have finished yet (connection_made runs
+            # first): it must not be cancelled then, or uvloop closes the
+            # transport without ever calling connection_lost.
             self.transport.close()
+        elif self.connect_task is not None:
+            # Still connecting: no transport, so no connection_lost will come.
+            self.connect_task.cancel()
+            self.connect_task = None
+            self.connecting = False
+            self._uncount()
 
     # -- timers ------------------------------------------------------------------------------
     cdef _arm_timer(self):

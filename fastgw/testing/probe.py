@@ -579,7 +579,7 @@ class Probe:
                     self.errors.append((conn.id, conn.error))
                 conn._close("fin")
                 break
-        conn._queue.put(None)
+        conn._close("probe")      # no-op when already closed; else the probe is stopping
 
     def _raw_data(self, conn, data):
         with conn._send_lock:

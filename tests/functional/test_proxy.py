@@ -409,3 +409,44 @@ def test_slow_client_pauses_the_upstream_instead_of_buffering(base_gateway):
             received += len(chunk)
     # The whole body came through once the client read it.
     assert received == size
+
+
+def test_upstream_churn_releases_every_connection_slot(gateway, backend):
+    """More requests in flight than idle upstream connections kept: every closed
+    connection must give back its worker_connections slot (a leak once made the
+    worker refuse all clients with 503 after a few thousand churned connections)."""
+    import asyncio
+
+    gw = gateway(f"""
+        worker_processes 1;
+        error_log logs/error.log debug;
+        events {{ worker_connections 700; }}
+        http {{
+            access_log off;
+            upstream app {{ server 127.0.0.1:{backend}; keepalive 2; }}
+            server {{ listen 127.0.0.1:{{port}}; location / {{ proxy_pass http://app; }} }}
+        }}""")
+
+    async def one():
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        data = await reader.read()
+        writer.close()
+        return data.split(b" ", 2)[1]
+
+    async def rounds():
+        statuses = []
+        for _ in range(6):
+            statuses += await asyncio.gather(*(one() for _ in range(300)))
+        return statuses
+
+    statuses = asyncio.run(asyncio.wait_for(rounds(), 60))
+    assert statuses.count(b"200") == len(statuses) == 1800
+    # Once idle, the worker counts exactly the idle pooled upstream connections.
+    line = wait_until(lambda: (lambda ls: ls[-1] if ls and " 0 clients" in ls[-1] else None)(
+        [ln for ln in gw.error_log().splitlines() if "connections:" in ln]), timeout=5,
+        message="an idle debug line")
+    counted = int(line.split("connections: ")[1].split()[0])
+    idle = int(line.split(" clients, ")[1].split()[0])
+    assert counted == idle <= 2
+    assert request(gw.port)[0] == 200
