@@ -12,9 +12,10 @@ cdef class UpstreamPool:
     cdef public long opened
     cdef object loop
     cdef object _sweeper
+    cdef object _trimmer
 
-    cdef object acquire(self, Peer peer)
-    cdef bint release(self, Peer peer, object conn, double now)
-    cdef void forget(self, Peer peer, object conn)
+    cpdef object acquire(self, Peer peer)
+    cpdef bint release(self, Peer peer, object conn, double now)
+    cpdef forget(self, Peer peer, object conn)
     cdef _evict_oldest(self, Peer preferred)
     cdef double _sweep_interval(self)

@@ -2,9 +2,14 @@
 
 Idle connections wait per peer, most recently used last, and are reused
 last-in first-out so that the warmest connection serves next and the rest
-age out. At most ``keepalive`` connections are idle at once per upstream and
-worker (nginx's meaning: a cache size, not a cap on open connections); when
-it is full the oldest idle connection is closed to make room. A connection
+age out. ``keepalive`` bounds how many connections stay idle per upstream and
+worker (nginx's meaning: a cache size, not a cap on open connections). Unlike
+nginx, the bound is enforced TRIM_DELAY seconds later rather than at once:
+one loop iteration may release a hundred connections whose clients send their
+next requests in the next iteration, and closing the surplus at once only to
+open as many new connections a moment later is the churn that collapses a
+proxy's throughput at high concurrency (design.md §2; a new upstream
+connection costs ~120 us of CPU here, a reused one nothing). A connection
 idle for ``keepalive_timeout`` seconds is closed by a sweep that runs at most
 once a second, and one that has served ``keepalive_requests`` is not kept.
 
@@ -13,6 +18,9 @@ it became idle, seconds), ``closed`` (bool) and ``close()``.
 """
 
 from fastgw._core.balancer cimport Peer, RoundRobin
+
+# Seconds a surplus idle connection (beyond ``keepalive``) may wait for reuse.
+TRIM_DELAY = 0.1
 
 
 cdef class UpstreamPool:
@@ -34,8 +42,9 @@ cdef class UpstreamPool:
         self.opened = 0
         self.loop = loop
         self._sweeper = None
+        self._trimmer = None
 
-    cdef object acquire(self, Peer peer):
+    cpdef object acquire(self, Peer peer):
         """An idle open connection to ``peer`` (removed from the pool), or None."""
         cdef list idle = peer.idle
         while idle:
@@ -46,20 +55,30 @@ cdef class UpstreamPool:
                 return conn
         return None
 
-    cdef bint release(self, Peer peer, object conn, double now):
+    cpdef bint release(self, Peer peer, object conn, double now):
         """Keep ``conn`` for reuse; False (the caller closes it) when keep-alive is off."""
         if self.keepalive <= 0:
             return False
-        if self.idle_count >= self.keepalive:
-            self._evict_oldest(peer)
         conn.idle_since = now
         peer.idle.append(conn)
         self.idle_count += 1
+        if self.idle_count > self.keepalive:
+            if self.loop is None:
+                self._evict_oldest(peer)
+            elif self._trimmer is None:
+                self._trimmer = self.loop.call_later(TRIM_DELAY, self._trim)
         if self._sweeper is None and self.loop is not None:
             self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)
         return True
 
-    cdef void forget(self, Peer peer, object conn):
+    def _trim(self):
+        """Close the oldest idle connections beyond ``keepalive``."""
+        cdef Peer peer
+        self._trimmer = None
+        while self.idle_count > self.keepalive:
+            self._evict_oldest(None)
+
+    cpdef forget(self, Peer peer, object conn):
         """Drop an idle connection that closed by itself (the upstream closed it)."""
         try:
             peer.idle.remove(conn)
@@ -70,7 +89,7 @@ cdef class UpstreamPool:
     cdef _evict_oldest(self, Peer preferred):
         cdef Peer peer, victim_peer = None
         cdef double oldest = 0
-        if preferred.idle:
+        if preferred is not None and preferred.idle:
             victim_peer = preferred
         else:
             for peer in self.balancer.peers:
@@ -111,6 +130,9 @@ cdef class UpstreamPool:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        if self._trimmer is not None:
+            self._trimmer.cancel()
+            self._trimmer = None
 
     def idle_connections(self):
         """How many connections wait idle, per peer address (for tests and status)."""
