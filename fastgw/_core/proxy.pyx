@@ -1325,6 +1325,13 @@ cdef class UpstreamConn:
             self._flush()
             self._fail(502, f"upstream sent invalid response ({exc}) while reading response header from upstream")
             return
+        except HttpParserUpgrade:
+            # A 101 fastgw never asked for (it does not forward Upgrade yet): the
+            # connection now speaks something else and cannot be relayed or reused.
+            self._flush()
+            self._fail(502, "upstream sent unexpected 101 Switching Protocols while reading "
+                            "response header from upstream")
+            return
         self._flush()
         if self.resp_done:
             self._complete()

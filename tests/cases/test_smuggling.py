@@ -351,8 +351,10 @@ def test_pub10_one_byte_per_write(gw, probe):
     `X-Long-Header-Name: value-one` and body `hello`, then `GET /second?q=1`; the client gets
     two responses and the connection closes; no 400, no worker crash.
     """
+    pids = gw.worker_pids()
     _send_fragmented(gw, probe, [FRAGMENTED[i:i + 1] for i in range(len(FRAGMENTED))], 0.001)
-    assert len(gw.worker_pids()) == 2
+    assert gw.worker_pids() == pids, "a worker was replaced during the run"
+    assert "Traceback" not in gw.output(), gw.output()[-3000:]
 
 
 def test_pub10_every_two_way_split(gw, probe):
@@ -364,3 +366,4 @@ def test_pub10_every_two_way_split(gw, probe):
     for k in range(1, len(FRAGMENTED)):
         _send_fragmented(gw, probe, [FRAGMENTED[:k], FRAGMENTED[k:]], 0.005)
     assert gw.worker_pids() == pids, "a worker was replaced during the run"
+    assert "Traceback" not in gw.output(), gw.output()[-3000:]
