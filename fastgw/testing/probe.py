@@ -50,6 +50,8 @@ import time
 
 import httptools
 
+from fastgw.testing.harness import wait_until
+
 __all__ = [
     "Probe", "ProbeConn", "ProbeRequest", "Reply", "Drip", "HANG", "CLOSE", "RST",
     "default_reply", "Client", "Response", "blackhole", "chunk",
@@ -483,14 +485,7 @@ class Probe:
 
     def wait_for(self, predicate, timeout=5.0, message="probe condition"):
         """Poll ``predicate()`` until truthy; return its value, or raise TimeoutError after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"timed out after {timeout}s waiting for {message}")
-            time.sleep(0.005)
+        return wait_until(predicate, timeout, interval=0.005, message=message)
 
     def wait_requests(self, count, timeout=5.0):
         """Wait until at least ``count`` complete requests were logged; returns the list."""
