@@ -99,6 +99,7 @@ cdef class Request:
     cdef public int status
     cdef public long body_received
     cdef public long bytes_sent
+    cdef public long head_bytes_sent
     cdef public long head_size
     cdef public list body_buf
     cdef public long body_buffered

@@ -61,6 +61,9 @@ cdef enum:
     HIGH_WATER = 262144
     # How many connections one readiness event may accept.
     ACCEPT_BATCH = 64
+    # Largest upstream response head (nginx's proxy_buffer_size is 4k/8k; fastgw
+    # is more lenient but bounded): beyond it, "upstream sent too big header".
+    MAX_UPSTREAM_HEAD = 65536
 
 # Public names for the kinds, for fastgw.runtime.
 KIND_PROXY = K_PROXY
@@ -385,6 +388,7 @@ cdef class Downstream:
     cdef bint graceful
     cdef int reject_status
     cdef long head_bytes
+    cdef long head_size
     cdef long pending_bytes
     cdef double last_read
     cdef double idle_since
@@ -435,17 +439,7 @@ cdef class Downstream:
         self.last_read = self.loop.time()
         self.in_feed = True
         try:
-            self.parser.feed_data(data)
-        except HttpParserUpgrade as exc:
-            self.in_feed = False
-            self._send_pending()
-            # llhttp stops at an Upgrade request; fastgw does not tunnel yet (the
-            # conformance issue brings WebSocket), so the request was served as a
-            # plain one without Upgrade and parsing goes on after it.
-            offset = exc.args[0]
-            if not self.closing and offset < len(data):
-                self.data_received(data[offset:])
-            return
+            self._feed(data)
         except (HttpParserError, HttpParserCallbackError, _Reject) as exc:
             self.in_feed = False
             if self.reject_status == -1 or (self.no_more_requests and self.parsing is None
@@ -453,6 +447,7 @@ cdef class Downstream:
                 # Bytes after a request that closes the connection (llhttp says
                 # "Data after Connection: close"): never parsed, never answered.
                 self._pause_reading()
+                self._send_pending()
                 return
             self._parse_failed(exc)
             self._send_pending()
@@ -460,15 +455,42 @@ cdef class Downstream:
         self.in_feed = False
         self._send_pending()
         if self.parsing is not None and not self.parsing.head_done:
-            self.head_bytes += len(data)
-            if self.head_bytes > self.default_server.header_buffers * self.default_server.header_buffer_size + 65536:
+            # The read a head began in may hold earlier pipelined requests too: only
+            # later reads count (one read is bounded by the transport's read size).
+            if self.head_bytes < 0:
+                self.head_bytes = 0
+            else:
+                self.head_bytes += len(data)
+            if self.head_bytes > self.default_server.header_buffers * self.default_server.header_buffer_size:
                 # httptools holds a header line in memory until it ends: bound it here.
                 self.reject_status = 400
                 self._parse_failed(None)
 
+    cdef _feed(self, data):
+        cdef object view = None
+        cdef Py_ssize_t offset
+        while True:
+            try:
+                self.parser.feed_data(data)
+                return
+            except HttpParserUpgrade as exc:
+                # llhttp stops after an Upgrade request; fastgw does not tunnel yet
+                # (WebSocket comes with the conformance issue): the request is served
+                # as a plain one without Upgrade and parsing goes on after it, over
+                # a view of the same read (no copy per pipelined request).
+                offset = exc.args[0]
+                if self.closing or offset >= len(data):
+                    return
+                if view is None:
+                    view = memoryview(data)
+                    data = view
+                data = data[offset:]
+
     def eof_received(self):
-        # A half-closed client may still read the response (HTTP/1.0 clients do this).
-        if self.current is None and self.parsing is None:
+        # A half-closed client may still read the response to a request being
+        # served (HTTP/1.0 clients do this); otherwise there is nothing to wait
+        # for: a partial head can never be completed after FIN.
+        if self.current is None:
             self._close()
             return False
         self.no_more_requests = True
@@ -519,7 +541,7 @@ cdef class Downstream:
         r.start = self.loop.time()
         r.http11 = True
         self.parsing = r
-        self.head_bytes = 0
+        self.head_bytes = -1
         if self.current is None and self.state == S_IDLE:
             self.state = S_HEAD
             self.head_started = r.start
@@ -539,12 +561,17 @@ cdef class Downstream:
             # A trailer section (after a chunked body) never joins the header
             # section: fastgw drops request trailers.
             return
-        lname = name.lower()
         r.head_size += size
         if (size > self.default_server.header_buffer_size
                 or r.head_size > self.default_server.header_buffers * self.default_server.header_buffer_size):
             self.reject_status = 400
             raise _Reject()
+        if b"_" in name:
+            # nginx ignores such fields by default (underscores_in_headers off): a
+            # backend that maps names to CGI-style variables would confuse
+            # X_Forwarded_For with X-Forwarded-For.
+            return
+        lname = name.lower()
         r.headers.append((name, value, lname))
         if lname == b"host":
             if r.host is not None:
@@ -666,8 +693,8 @@ cdef class Downstream:
         r.close_after = True
         if r.request_line is None:
             r.request_line = b""
-        if self.rt.error_log.enabled("info"):
-            self.rt.error_log.log("info", f"client sent invalid request ({exc or status}) while reading client request",
+        if self.default_server.error_log.enabled("info"):
+            self.default_server.error_log.log("info", f"client sent invalid request ({exc or status}) while reading client request",
                                   conn=self.conn_id, client=self.remote_addr.decode())
         if r is self.current:
             # The body of the request being served was malformed (e.g. a runaway
@@ -715,20 +742,28 @@ cdef class Downstream:
             self._respond(r, r.error_status, None, b"", True)
             return
         host = r.host
-        if url[:1] == b"/":
+        if url.startswith(b"/"):
             q = url.find(b"?")
             path = url if q < 0 else url[:q]
             r.args = None if q < 0 else url[q + 1:]
         elif url[:7].lower() == b"http://" or url[:8].lower() == b"https://":
-            # Absolute form (RFC 9112 §3.2.2): its authority replaces Host.
+            # Absolute form (RFC 9112 §3.2.2): its authority replaces Host, for
+            # routing and for $host alike (nginx), and the origin form is sent on.
             rest = url.split(b"://", 1)[1]
-            slash = rest.find(b"/")
-            host = rest if slash < 0 else rest[:slash]
-            rest = b"/" if slash < 0 else rest[slash:]
+            end = len(rest)
+            for sep in (b"/", b"?"):
+                q = rest.find(sep)
+                if 0 <= q < end:
+                    end = q
+            host = rest[:end]
+            rest = rest[end:]
+            if not rest.startswith(b"/"):
+                rest = b"/" + rest
             q = rest.find(b"?")
             path = rest if q < 0 else rest[:q]
             r.args = None if q < 0 else rest[q + 1:]
             r.url = rest
+            r.host = host
         else:
             self._respond(r, 400, None, b"", True)
             return
@@ -828,6 +863,7 @@ cdef class Downstream:
         r.response_started = True
         data = local_response(code, keep, r.http11, headers, body, r.method == b"HEAD")
         r.bytes_sent = len(data)
+        r.head_bytes_sent = data.find(b"\r\n\r\n") + 4
         if not keep:
             r.close_after = True
         self.transport.write(data)
@@ -882,9 +918,8 @@ cdef class Downstream:
             return
         if self.pending:
             nxt = <Request>self.pending.pop(0)
-            if self.reading_paused and len(self.pending) < PIPELINE_DEPTH // 2 and self.pending_bytes < PIPELINE_BUFFER // 2:
-                self._resume_reading()
             self._dispatch(nxt)
+            self._maybe_resume()
             return
         if self.graceful or self.rt.shutting_down or self.no_more_requests and self.parsing is None:
             self._close()
@@ -937,7 +972,8 @@ cdef class Downstream:
         self.graceful = True
         if self.transport is None:
             return
-        if self.current is None and (self.parsing is None or not self.parsing.head_done):
+        if self.current is None:
+            # Idle, in a partial head, or discarding the body of an answered request.
             self._close()
 
     def abort(self):
@@ -947,6 +983,17 @@ cdef class Downstream:
             (<UpstreamConn>r.upstream).abort_from_client()
         if self.transport is not None:
             self.transport.abort()
+
+    cdef _maybe_resume(self):
+        """Resume reading the client unless pipelining or an upstream still holds it back."""
+        cdef Request r = self.current
+        if not self.reading_paused:
+            return
+        if len(self.pending) >= PIPELINE_DEPTH // 2 or self.pending_bytes >= PIPELINE_BUFFER // 2:
+            return
+        if r is not None and r.upstream is not None and (<UpstreamConn>r.upstream).writing_paused:
+            return
+        self._resume_reading()
 
     cdef _pause_reading(self):
         if not self.reading_paused and self.transport is not None:
@@ -998,7 +1045,7 @@ cdef class Downstream:
             return
         wall = time.time()
         line = combined(self.remote_addr, r.request_line, r.status or r.error_status,
-                        r.bytes_sent, r.referer, r.user_agent, wall)
+                        r.bytes_sent - r.head_bytes_sent, r.referer, r.user_agent, wall)
         for log in logs:
             log.write(line, wall)
 
@@ -1011,32 +1058,40 @@ cdef class Downstream:
         cdef double now = self.loop.time()
         cdef double deadline = 0
         cdef Request r = self.current
+        cdef Request p = self.parsing
         cdef Location loc
         self.timer = None
         if self.state == S_CLOSED:
             return
-        if self.closing:
-            return
-        if self.writing_paused and r is not None:
-            loc = r.location
+        if self.writing_paused:
+            # The client does not read what we write (send_timeout), also while
+            # closing: close() waits for the buffer to drain, so abort instead.
+            loc = r.location if r is not None and r.location is not None else self.last_location
             deadline = self.write_paused_at + (loc.client_send_timeout if loc is not None else 60.0)
             if now >= deadline:
                 self._timeout("client timed out (110: Connection timed out) while sending response to client", 0)
+                self.abort()
                 return
-        elif self.state == S_IDLE and self.current is None and self.parsing is None:
-            deadline = self.idle_since + self.idle_timeout
-            if now >= deadline:
-                self._close()
-                return
-        elif self.state == S_HEAD or (self.parsing is not None and not self.parsing.head_done):
+        elif self.closing:
+            pass
+        elif p is not None and not p.head_done:
             deadline = self.head_started + self.default_server.header_timeout
             if now >= deadline:
                 self._timeout("client timed out (110: Connection timed out) while reading client request headers", 0)
                 return
-        elif r is not None and not r.body_done and r.location is not None and not self.reading_paused:
-            deadline = self.last_read + r.location.body_timeout
+        elif p is not None and not p.body_done and not self.reading_paused:
+            # A body still arriving, for the request being served or for one that
+            # was answered early and whose body is read and discarded (nginx).
+            loc = p.location if p.location is not None else self.last_location
+            deadline = self.last_read + (loc.body_timeout if loc is not None else 60.0)
             if now >= deadline:
-                self._timeout("client timed out (110: Connection timed out) while reading client request body", 408)
+                self._timeout("client timed out (110: Connection timed out) while reading client request body",
+                              408 if p is r else 0)
+                return
+        elif r is None and p is None:
+            deadline = self.idle_since + self.idle_timeout
+            if now >= deadline:
+                self._close()
                 return
         step = self.timer_step
         if deadline > now and deadline - now < step:
@@ -1045,8 +1100,9 @@ cdef class Downstream:
 
     cdef _timeout(self, str message, int status):
         cdef Request r = self.current
-        if self.rt.error_log.enabled("info"):
-            self.rt.error_log.log("info", message, conn=self.conn_id, client=self.remote_addr.decode())
+        if self.default_server.error_log.enabled("info"):
+            self.default_server.error_log.log("info", message, conn=self.conn_id,
+                                              client=self.remote_addr.decode())
         if r is not None and r.upstream is not None:
             (<UpstreamConn>r.upstream).abort_from_client()
             r.upstream = None
@@ -1128,6 +1184,8 @@ cdef class UpstreamConn:
     cdef bint got_bytes
     cdef bint counted
     cdef bint conn_counted
+    cdef long head_bytes
+    cdef long head_size
     cdef double timer_step
     cdef int status
     cdef bytes reason
@@ -1169,6 +1227,8 @@ cdef class UpstreamConn:
         self.resp_until_close = False
         self.client_chunked = False
         self.resp_headers = []
+        self.head_bytes = 0
+        self.head_size = 0
         self.last_io = self.loop.time()
         if self.timer is None or r.location.min_timeout < self.timer_step:
             if self.timer is not None:
@@ -1228,6 +1288,11 @@ cdef class UpstreamConn:
         self.sending = not r.body_done
         self.last_io = self.loop.time()
         self.transport.write(b"".join(out))
+        if self.ds.writing_paused:
+            # The client is not reading (a pipelined response behind a slow one):
+            # do not read a response it cannot take yet.
+            self.pause_reading()
+        self.ds._maybe_resume()
 
     cdef bytes _head(self, Request r):
         """The request head sent upstream: request line, client fields minus hop-by-hop, ours."""
@@ -1301,12 +1366,15 @@ cdef class UpstreamConn:
 
     cdef write_body(self, bytes chunk):
         cdef list out = []
+        self.last_io = self.loop.time()
         self._frame(out, chunk)
         if out and self.transport is not None:
             self.transport.write(b"".join(out) if len(out) > 1 else out[0])
 
     cdef finish_body(self):
         self.sending = False
+        # proxy_read_timeout runs from the end of the request (nginx).
+        self.last_io = self.loop.time()
         if self.body_chunked and self.transport is not None:
             self.transport.write(CHUNK_END)
 
@@ -1319,11 +1387,17 @@ cdef class UpstreamConn:
             self.close()
             return
         self.got_bytes = True
+        if not self.head_sent:
+            self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except HttpParserError as exc:
             self._flush()
-            self._fail(502, f"upstream sent invalid response ({exc}) while reading response header from upstream")
+            if self.head_size > MAX_UPSTREAM_HEAD:
+                self._fail(502, "upstream sent too big header while reading response header from upstream")
+            else:
+                self._fail(502, f"upstream sent invalid response ({exc}) while reading response header "
+                                "from upstream")
             return
         except HttpParserUpgrade:
             # A 101 fastgw never asked for (it does not forward Upgrade yet): the
@@ -1331,6 +1405,12 @@ cdef class UpstreamConn:
             self._flush()
             self._fail(502, "upstream sent unexpected 101 Switching Protocols while reading "
                             "response header from upstream")
+            return
+        if not self.head_sent and self.head_bytes > MAX_UPSTREAM_HEAD + 65536:
+            # A head still incomplete after this much: httptools holds a partial line
+            # in memory, so bound it here (reads may also carry a body's start).
+            self.head_size = MAX_UPSTREAM_HEAD + 1
+            self._fail(502, "upstream sent too big header while reading response header from upstream")
             return
         self._flush()
         if self.resp_done:
@@ -1370,7 +1450,7 @@ cdef class UpstreamConn:
             message = f"recv() failed ({getattr(exc, 'errno', 0)}: {getattr(exc, 'strerror', exc)}) while reading response header from upstream"
         else:
             message = "upstream prematurely closed connection while reading response header from upstream"
-        self._fail(502, message)
+        self._fail(502, message, True)
 
     def pause_writing(self):
         # The upstream reads the request body slower than the client sends it.
@@ -1382,7 +1462,7 @@ cdef class UpstreamConn:
     def resume_writing(self):
         self.writing_paused = False
         if self.ds is not None:
-            self.ds._resume_reading()
+            self.ds._maybe_resume()
 
     cdef pause_reading(self):
         if not self.reading_paused and self.transport is not None:
@@ -1402,6 +1482,9 @@ cdef class UpstreamConn:
     def on_header(self, bytes name, bytes value):
         if self.head_sent:
             return  # response trailers: never merged into the header section
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > MAX_UPSTREAM_HEAD:
+            raise HttpParserError("too big header")
         self.resp_headers.append((name, value, name.lower()))
 
     def on_headers_complete(self):
@@ -1413,6 +1496,8 @@ cdef class UpstreamConn:
         cdef bint keep
         cdef bytes lname
         self.status = status
+        if status < 100:
+            raise HttpParserError(f"invalid status {status}")
         if status < 200:
             # 1xx interim responses are not relayed (nginx drops them too); 101
             # cannot happen as fastgw does not forward Upgrade yet.
@@ -1460,7 +1545,8 @@ cdef class UpstreamConn:
             out.append(<bytes>h[0] + b": " + <bytes>h[1] + CRLF)
         if self.client_chunked:
             out.append(b"Transfer-Encoding: chunked\r\n")
-        elif self.resp_length is not None and not self.resp_chunked:
+        elif self.resp_length is not None and not self.resp_chunked and status != 204:
+            # (RFC 9110 §8.6: a 204 carries no Content-Length.)
             out.append(b"Content-Length: " + self.resp_length + CRLF)
         if r.location.add_headers:
             out.append(ds._add_headers(r, status))
@@ -1473,6 +1559,7 @@ cdef class UpstreamConn:
         r.status = status
         r.response_started = True
         r.bytes_sent += len(head)
+        r.head_bytes_sent = len(head)
         self.out.append(head)
         self.head_sent = True
         if no_body:
@@ -1509,6 +1596,7 @@ cdef class UpstreamConn:
         if self.interim:
             self.interim = False
             self.resp_headers = []
+            self.head_size = 0
             self.reason = None
             return
         if self.resp_done and self.head_only:
@@ -1555,7 +1643,7 @@ cdef class UpstreamConn:
         self.ds = None
         self.sending = False
 
-    cdef _fail(self, int status, str message):
+    cdef _fail(self, int status, str message, bint lost=False):
         cdef Request r = self.req
         cdef Downstream ds = self.ds
         if r is None:
@@ -1563,7 +1651,7 @@ cdef class UpstreamConn:
             return
         self._detach()
         self.close()
-        if (not self.head_sent and self.reused and not self.got_bytes and not r.retried
+        if (lost and not self.head_sent and self.reused and not self.got_bytes and not r.retried
                 and r.body_done and r.body_received == 0 and is_idempotent(r.method)):
             # The upstream closed a pooled connection while it sat idle (a race
             # every keep-alive client meets): not a failure of the peer, and the
@@ -1597,7 +1685,11 @@ cdef class UpstreamConn:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.transport is not None:
+        if self.transport is not None and self.transport.get_write_buffer_size():
+            # Unsent request bytes: close() would wait for an upstream that may never
+            # read them, holding the socket and its slot.
+            self.transport.abort()
+        elif self.transport is not None:
             # connection_lost follows and releases the worker_connections slot.
             # The connect task may not have finished yet (connection_made runs
             # first): it must not be cancelled then, or uvloop closes the
@@ -1631,7 +1723,9 @@ cdef class UpstreamConn:
         elif self.writing_paused:
             deadline = self.write_paused_at + loc.send_timeout
             what = "upstream timed out (110: Connection timed out) while sending request to upstream"
-        elif self.reading_paused:
+        elif self.reading_paused or (self.sending and not self.head_sent):
+            # Paused by a slow client, or still streaming the request body (the
+            # client's body timeout governs that): no read deadline yet.
             deadline = now + loc.min_timeout
             what = ""
         else:
