@@ -106,11 +106,13 @@ class Master:
                 raise MasterError(f'fastgw is already running (pid {old} in "{path}")')
         except (OSError, ValueError):
             pass
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         tmp = f"{path}.{os.getpid()}"
-        with open(tmp, "w") as fh:
-            fh.write(f"{os.getpid()}\n")
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "w") as fh:
+                fh.write(f"{os.getpid()}\n")
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise MasterError(f'open() "{path}" failed ({exc.errno}: {exc.strerror})') from None
         self.pid_written = True
 
     def remove_pid(self):
@@ -136,6 +138,8 @@ class Master:
             family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
             probe = socket.socket(family, socket.SOCK_STREAM)
             try:
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 probe.bind(listen.address)
             except OSError as exc:
@@ -146,6 +150,9 @@ class Master:
             socks = []
             for _ in range(n):
                 sock = socket.socket(family, socket.SOCK_STREAM)
+                if family == socket.AF_INET6:
+                    # nginx's ipv6only=on: [::]:80 and 0.0.0.0:80 are separate sockets.
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 try:
@@ -320,6 +327,10 @@ class Master:
         # little more before it resorts to SIGKILL.
         self.stop_deadline = time.monotonic() + self.config.worker_shutdown_timeout + 2.0
         self._signal_workers(signal.SIGQUIT)
+        # As nginx: stop listening, so that new clients are refused at once
+        # instead of waiting in an accept queue nobody will serve (the workers
+        # close their copies too).
+        self.close_sockets()
 
     def handle_term(self):
         if self.stopping == "fast":

@@ -77,7 +77,7 @@ def _location(kind, settings, logs, access_logs, conf=None):
     loc.min_timeout = min(t for t in (s.proxy_connect_timeout, s.proxy_send_timeout,
                                       s.proxy_read_timeout, 60.0) if t > 0)
     loc.add_headers = tuple(
-        (name.encode("latin-1"), tmpl.parts, tmpl.static, always)
+        (name.encode("ascii"), tmpl.parts, tmpl.static, always)
         for name, tmpl, always in s.add_header
     )
     loc.access_logs = [access_logs.get(path, buffer, flush) for path, _fmt, buffer, flush in s.access_log]
@@ -86,9 +86,9 @@ def _location(kind, settings, logs, access_logs, conf=None):
     if not any(name.lower() == "host" for name, _ in set_headers):
         set_headers.insert(0, DEFAULT_HOST)
     loc.set_headers = tuple(
-        (name.encode("latin-1"), tmpl.parts, tmpl.static) for name, tmpl in set_headers
+        (name.encode("ascii"), tmpl.parts, tmpl.static) for name, tmpl in set_headers
     )
-    loc.skip = frozenset(NOT_FORWARDED | {name.lower().encode("latin-1") for name, _ in set_headers})
+    loc.skip = frozenset(NOT_FORWARDED | {name.lower().encode("ascii") for name, _ in set_headers})
     return loc
 
 
@@ -113,21 +113,25 @@ def fold_constants(parts, constants):
 
 
 def build_location(conf, pools, logs, access_logs):
-    """The runtime Location for a config Location."""
-    if conf.proxy_pass is not None:
+    """The runtime Location for a config Location.
+
+    ``return`` wins over ``proxy_pass`` in one location: nginx runs it in the
+    rewrite phase, before the content phase would proxy.
+    """
+    if conf.ret is not None:
+        loc = _location(proxy.KIND_RETURN, conf.settings, logs, access_logs, conf)
+        _set_return(loc, conf.ret)
+    elif conf.proxy_pass is not None:
         loc = _location(proxy.KIND_PROXY, conf.settings, logs, access_logs, conf)
         pp = conf.proxy_pass
         loc.pool = pools[pp.upstream]
         loc.uri = pp.uri.encode("utf-8") if pp.uri is not None else None
-        loc.proxy_host = pp.proxy_host.encode("latin-1")
+        loc.proxy_host = pp.proxy_host.encode("utf-8")
         loc.proxy_port = str(pp.proxy_port).encode()
         constants = {V.PROXY_HOST: loc.proxy_host, V.PROXY_PORT: loc.proxy_port, V.SCHEME: b"http"}
         loc.set_headers = tuple(
             (name, *fold_constants(parts, constants)) for name, parts, _static in loc.set_headers
         )
-    elif conf.ret is not None:
-        loc = _location(proxy.KIND_RETURN, conf.settings, logs, access_logs, conf)
-        _set_return(loc, conf.ret)
     else:
         # No content handler: nginx would look for a file; fastgw serves no files.
         loc = _location(proxy.KIND_NOT_FOUND, conf.settings, logs, access_logs, conf)
@@ -171,14 +175,23 @@ def build_server(conf, pools, logs, access_logs):
 def build_listeners(config, rt, sockets, logs, access_logs, pools):
     """One Listener per socket: ``sockets`` is a list of ``(Listen, socket)`` for this worker."""
     servers = [(conf, build_server(conf, pools, logs, access_logs)) for conf in config.http.servers]
-    listeners = []
-    for listen, sock in sockets:
+
+    def vhosts(address):
         members, default = [], None
         for conf, server in servers:
             for lst in conf.listens:
-                if lst.address == listen.address:
+                if lst.address == address:
                     members.append((conf.names, server))
                     if lst.default_server and default is None:
                         default = server
-        listeners.append(proxy.Listener(rt, VirtualHosts(members, default), sock))
+        return VirtualHosts(members, default)
+
+    listeners = []
+    for listen, sock in sockets:
+        listener = proxy.Listener(rt, vhosts(listen.address), sock)
+        # A wildcard socket also accepts for specific addresses on its port; those
+        # connections get the servers of their address (nginx's addr_conf).
+        listener.by_addr = {host.encode(): vhosts((host, port))
+                            for host, port in config.served_by(listen)}
+        listeners.append(listener)
     return listeners

@@ -63,15 +63,16 @@ class Worker:
                     signal.SIGUSR1, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        self.error_log = self.logs.get(*self.config.error_log)
         if self.config.worker_rlimit_nofile:
             n = self.config.worker_rlimit_nofile
             try:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
             except (ValueError, OSError) as exc:
+                # nginx logs an alert and carries on with the limit it has.
                 self.error_log.log("alert", f"setrlimit(RLIMIT_NOFILE, {n}) failed ({exc})")
         self.loop = uvloop.new_event_loop()
         asyncio.set_event_loop(self.loop)
-        self.error_log = self.logs.get(*self.config.error_log)
         self.rt = Runtime(self.loop, self.error_log, self.config.worker_connections,
                           str(os.getpid()).encode())
         self.pools = runtime.build_pools(self.config, self.loop)
@@ -122,6 +123,8 @@ class Worker:
         self.error_log.log("notice", "gracefully shutting down")
         for listener in self.listeners:
             listener.stop()
+            # Our copy only: a reload's new worker keeps the master's socket.
+            listener.sock.close()
         for pool in self.pools.values():
             pool.close_idle()
         self.loop.call_later(self.config.worker_shutdown_timeout, self._shutdown_timeout)

@@ -64,6 +64,7 @@ cdef class Server:
 cdef class Listener:
     cdef public Runtime rt
     cdef public VirtualHosts vhosts
+    cdef public dict by_addr
     cdef public object sock
     cdef public bytes server_addr
     cdef public bytes server_port

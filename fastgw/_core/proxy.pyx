@@ -302,6 +302,7 @@ cdef class Listener:
     def __init__(self, Runtime rt, VirtualHosts vhosts, sock):
         self.rt = rt
         self.vhosts = vhosts
+        self.by_addr = {}
         self.sock = sock
         host, port = sock.getsockname()[:2]
         self.server_addr = host.encode()
@@ -336,7 +337,12 @@ cdef class Listener:
                 self._refuse(sock)
                 continue
             sock.setblocking(False)
-            proto = Downstream(self, addr)
+            vhosts = self.vhosts
+            if self.by_addr:
+                # One getsockname() per connection, only where a wildcard socket
+                # serves specific addresses too.
+                vhosts = <VirtualHosts>self.by_addr.get(sock.getsockname()[0].encode(), self.vhosts)
+            proto = Downstream(self, addr, vhosts)
             rt.active += 1
             rt.connections.add(proto)
             task = rt.loop.create_task(rt.loop.connect_accepted_socket(proto._self, sock))
@@ -398,11 +404,12 @@ cdef class Downstream:
     cdef object timer
     cdef double timer_step
     cdef Server default_server
+    cdef VirtualHosts vhosts
     cdef Location last_location
     cdef bint in_feed
     cdef UpstreamConn send_pending
 
-    def __init__(self, Listener listener, addr):
+    def __init__(self, Listener listener, addr, VirtualHosts vhosts):
         self.listener = listener
         self.rt = listener.rt
         self.loop = self.rt.loop
@@ -413,7 +420,8 @@ cdef class Downstream:
         self.pending = []
         self.requests = 0
         self.state = S_IDLE
-        self.default_server = <Server>listener.vhosts.default
+        self.vhosts = vhosts
+        self.default_server = <Server>vhosts.default
         self.parser = HttpRequestParser(self)
 
     def _self(self):
@@ -772,7 +780,7 @@ cdef class Downstream:
             if host is None:
                 self._respond(r, 400, None, b"", True)
                 return
-        server = <Server>self.listener.vhosts.find(host) if host else self.default_server
+        server = <Server>self.vhosts.find(host) if host else self.default_server
         r.server = server
         r.uri = normalize_path(path)
         if r.uri is None:

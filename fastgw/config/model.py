@@ -164,9 +164,38 @@ class Config:
     files: tuple = ()
 
     def listens(self):
-        """The distinct listening addresses in file order, as ``Listen`` (first one wins options)."""
+        """The sockets to bind: distinct addresses in file order, as ``Listen``.
+
+        The first ``listen`` of an address gives its options. As in nginx, an
+        address on a port that also has a wildcard listen (``listen 80`` and
+        ``listen 127.0.0.1:80``) gets no socket of its own: the wildcard socket
+        accepts for it and the worker picks its servers by the connection's
+        local address (:meth:`served_by`).
+        """
         seen = {}
         for server in self.http.servers:
             for listen in server.listens:
                 seen.setdefault(listen.address, listen)
-        return list(seen.values())
+        wildcard_ports = {(l.port, _family(l.host)) for l in seen.values() if _is_wildcard(l.host)}
+        return [l for l in seen.values()
+                if _is_wildcard(l.host) or (l.port, _family(l.host)) not in wildcard_ports]
+
+    def served_by(self, listen):
+        """The specific addresses a wildcard ``listen`` socket accepts for: ``[(host, port)]``."""
+        if not _is_wildcard(listen.host):
+            return []
+        out = []
+        for server in self.http.servers:
+            for other in server.listens:
+                if (other.port == listen.port and not _is_wildcard(other.host)
+                        and _family(other.host) == _family(listen.host) and other.address not in out):
+                    out.append(other.address)
+        return out
+
+
+def _is_wildcard(host):
+    return host in ("0.0.0.0", "::", "*")
+
+
+def _family(host):
+    return 6 if ":" in host else 4

@@ -78,11 +78,11 @@ def compile_template(text):
     parts, pos = [], 0
     for m in _VAR.finditer(text):
         if m.start() > pos:
-            parts.append(text[pos:m.start()].encode("latin-1"))
+            parts.append(text[pos:m.start()].encode("utf-8"))
         parts.append(variable_ref(m.group(1) or m.group(2)))
         pos = m.end()
     if pos < len(text):
-        parts.append(text[pos:].encode("latin-1"))
+        parts.append(text[pos:].encode("utf-8"))
     if all(isinstance(p, bytes) for p in parts):
         return Template(text, tuple(parts), b"".join(parts))
     return Template(text, tuple(parts), None)

@@ -34,13 +34,17 @@ def _show(port, path, headers=None):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prefix", default=os.getcwd(), help="fastgw prefix (holds conf/fastgw.conf)")
-    parser.add_argument("--upstream-port", type=int, default=9001)
-    parser.add_argument("--port", type=int, default=8080, help="port the shipped conf listens on")
+    parser.add_argument("--upstream-port", type=int, default=9001,
+                        help="port of the sample upstream (the shipped conf proxies to 9001)")
     args = parser.parse_args(argv)
 
     conf = os.path.join(args.prefix, "conf", "fastgw.conf")
     if not os.path.exists(conf):
         sys.exit(f"no {conf}: run this from the repository root or pass --prefix")
+    from fastgw.config.loader import load
+
+    # The gateway's port is whatever the configuration listens on.
+    args.port = load(conf, args.prefix).listens()[0].port
     backend, _ = start_backend(args.upstream_port, "--latency", "0")
     print(f"sample upstream listening on 127.0.0.1:{args.upstream_port}")
     # Run from "/" so that the installed fastgw (with its compiled hot path) is

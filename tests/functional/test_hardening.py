@@ -267,3 +267,17 @@ def test_upstream_too_big_header_is_502(gw):
     out = raw_request(g.port, b"GET /?headers=2500 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
     assert parse_responses(out)[0][0] == 502
     assert "upstream sent too big header" in g.error_log()
+
+
+def test_return_wins_over_proxy_pass_in_one_location(gw, backend):
+    g = gw(extra="location /both { proxy_pass http://app; return 418; }")
+    (status, _, _), = parse_responses(raw_request(g.port, b"GET /both HTTP/1.1\r\nHost: t\r\n"
+                                                          b"Connection: close\r\n\r\n"))
+    assert status == 418
+
+
+def test_utf8_in_configuration_values(gw):
+    g = gw(extra='location = /u { return 200 "h\u00e9llo \u2713"; }')
+    (status, _, body), = parse_responses(raw_request(g.port, b"GET /u HTTP/1.1\r\nHost: t\r\n"
+                                                             b"Connection: close\r\n\r\n"))
+    assert status == 200 and body.decode("utf-8") == "h\u00e9llo \u2713"

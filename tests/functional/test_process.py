@@ -205,3 +205,54 @@ def test_version_flags():
     assert out.returncode == 0
     assert "compiled: balancer, http, pool, proxy, router" in out.stderr
     assert "uvloop" in out.stderr and "httptools" in out.stderr
+
+
+def test_quit_refuses_new_connections_at_once(gateway, backend):
+    import socket as _socket
+    gw = gateway(CONF.format(workers=1, backend=backend))
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", get(gw.port, "/?latency=1500")))
+    t.start()
+    time.sleep(0.5)
+    gw.kill(signal.SIGQUIT)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    with pytest.raises(OSError):
+        with _socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            if not s.recv(100):
+                raise ConnectionResetError("closed without an answer")
+    assert time.monotonic() - t0 < 0.5
+    t.join(10)
+    assert result["r"][0] == 200
+
+
+def test_wildcard_and_specific_listen_on_one_port(gateway):
+    port = free_port()
+    gw = gateway(f"""
+        events {{ }}
+        error_log logs/error.log notice;
+        http {{
+            server {{ listen {port}; location / {{ return 200 "wildcard"; }} }}
+            server {{ listen 127.0.0.1:{port}; location / {{ return 200 "loopback"; }} }}
+        }}""", port=port)
+    assert get(port)[1] == b"loopback"
+
+
+def test_unwritable_log_is_an_emerg_at_test_and_start(tmp_path):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "fastgw.conf").write_text(
+        "events {}\nhttp { access_log /proc/no/such.log; server { listen 127.0.0.1:1; } }\n")
+    for args in (("-t",), ()):
+        out = run_cli("-p", str(tmp_path), *args)
+        assert out.returncode == 1
+        assert 'fastgw: [emerg] open() "/proc/no/such.log" failed (2: No such file or directory)' in out.stderr
+        assert "Traceback" not in out.stderr
+
+
+def test_reload_says_it_is_not_supported_yet(gateway, backend):
+    gw = gateway(CONF.format(workers=1, backend=backend))
+    out = run_cli("-p", gw.prefix, "-s", "reload")
+    assert out.returncode == 1 and "reload is not supported yet" in out.stderr
+    assert gw.proc.poll() is None
