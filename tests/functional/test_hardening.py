@@ -45,6 +45,16 @@ def wait_quiet(gw, timeout=8):
                       timeout=timeout, interval=0.2, message="the worker to count only idle connections")
 
 
+def read_all(sock):
+    """Every byte until the peer closes (bounded by the socket's timeout)."""
+    data = b""
+    while True:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def closed_within(sock, seconds):
     """True if the peer closes (EOF or reset) within ``seconds``, reading whatever comes."""
     sock.settimeout(0.2)
@@ -83,12 +93,7 @@ def test_early_answer_then_body_keeps_the_connection(gw):
         s.sendall(b"POST /ret HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n")
         time.sleep(0.2)
         s.sendall(b"0123456789GET /ret HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = read_all(s)
     assert [r[2] for r in parse_responses(data)] == [b"early", b"early"]
 
 
@@ -149,12 +154,7 @@ def test_slow_upload_is_not_cut_by_proxy_read_timeout(gw):
         for i in range(0, 5000, 500):  # 2 s in all, longer than proxy_read_timeout 1s
             s.sendall(body[i:i + 500])
             time.sleep(0.2)
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = read_all(s)
     (status, _, out), = parse_responses(data)
     assert status == 200 and json.loads(out)["body_len"] == 5000
 
@@ -234,12 +234,7 @@ def test_many_pipelined_requests_with_a_split_head_are_all_served(gw):
         s.sendall(one * 120 + last[:500])
         time.sleep(0.3)
         s.sendall(last[500:])
-        data = b""
-        while True:
-            chunk = s.recv(1 << 20)
-            if not chunk:
-                break
-            data += chunk
+        data = read_all(s)
     assert [r[0] for r in parse_responses(data)] == [200] * 121
 
 
