@@ -7,7 +7,7 @@ broken install fails at start rather than running slowly.
 
 import importlib
 
-MODULES = ("http", "balancer", "router", "pool", "proxy")
+MODULES = ("http", "balancer", "router", "queue", "pool", "proxy")
 
 
 def check_compiled():
