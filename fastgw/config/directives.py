@@ -137,6 +137,26 @@ def _large_buffers(args):
     return (number, size)
 
 
+def _priority(text):
+    value = units.parse_int(text)
+    if value > 15:
+        raise ValueError(f'priority "{text}" must be between 0 and 15')
+    return value
+
+
+def _queue(args):
+    size = units.parse_int(args[0])
+    timeout = 60.0
+    if len(args) == 2:
+        key, sep, value = args[1].partition("=")
+        if key != "timeout" or not sep:
+            raise ValueError(f'invalid parameter "{args[1]}"')
+        timeout = units.parse_time(value)
+        if timeout <= 0:
+            raise ValueError(f'invalid timeout "{value}"')
+    return (size, timeout)
+
+
 def _planned(name, contexts, nargs, issue, doc):
     return Directive(name, frozenset(contexts), nargs, doc, planned=issue)
 
@@ -173,7 +193,9 @@ DIRECTIVES = [
     # -- http ------------------------------------------------------------------------------
     Directive("upstream", frozenset({HTTP}), (1, 1), "A named group of upstream servers.", block=True),
     Directive("server", frozenset({HTTP, UPSTREAM}), (0, None),
-              "In http: a virtual server. In upstream: `server ADDR [weight=N]`, a peer.",
+              "In http: a virtual server. In upstream: `server ADDR [weight=N] [max_conns=N]`, a "
+              "peer; `max_conns` bounds the requests this worker has in flight to it (0: no "
+              "bound), the rest wait in the upstream's `queue`.",
               block=True),
     _planned("map", {HTTP}, (2, 2), "#8", "Map one variable's value to another."),
     _planned("limit_req_zone", {HTTP}, (3, None), "#4", "Shared-memory zone for limit_req."),
@@ -210,7 +232,12 @@ DIRECTIVES = [
               "204, 206, 301, 302, 303, 304, 307 or 308 (any status with `always`).",
               _add_header, multiple=True, inherit=True),
     _planned("client_body_buffer_size", HSL, (1, 1), "#7", "Request body memory buffer."),
-    _planned("priority", HSL, (1, 1), "#3", "Queue priority class of a location's requests."),
+    Directive("priority", HSL, (1, 1),
+              "fastgw: the queue priority class of requests, 0 (highest, the default) to 15. "
+              "When an upstream queue is full, a request displaces the most recently queued one "
+              "of a lower class (which gets the queue_full 503); a queued slot goes to the "
+              "oldest request of the highest class.",
+              _one(lambda s: _priority(s)), default="0", inherit=True),
     # -- server ---------------------------------------------------------------------------
     Directive("listen", frozenset({SERVER}), (1, 4),
               "`listen [ADDR:]PORT [default_server] [backlog=N]`: one SO_REUSEPORT socket per "
@@ -269,7 +296,12 @@ DIRECTIVES = [
               "`keepalive_requests` in upstream: most requests sent over one upstream connection.",
               _INT, default="1000"),
     _planned("zone", {UPSTREAM}, (1, 2), "#3", "Shared-memory zone of an upstream."),
-    _planned("queue", {UPSTREAM}, (1, 2), "#3", "Bounded queue of requests waiting for a peer."),
+    Directive("queue", frozenset({UPSTREAM}), (1, 2),
+              "`queue N [timeout=T]` (NGINX Plus syntax): when every peer is at `max_conns`, up "
+              "to N requests per worker wait for a slot, at most T (default 60s); beyond, 503 "
+              "with Retry-After at once (`queue_full`), or after T (`queue_timeout`). Without "
+              "`queue`, a request that finds every peer busy gets the `queue_full` 503 at once.",
+              _queue),
     _planned("least_conn", {UPSTREAM}, (0, 0), "#6", "Least-connections balancing."),
     _planned("ip_hash", {UPSTREAM}, (0, 0), "#6", "Client-address hash balancing."),
     _planned("hash", {UPSTREAM}, (1, 2), "#6", "Key hash balancing."),

@@ -252,12 +252,15 @@ class _Builder:
         if not servers:
             self.err(node, f'no servers are inside upstream "{node.args[0]}"')
             return None
+        queue, queue_timeout = values.get("queue", (0, 60.0))
         return Upstream(
             name=node.args[0],
             servers=tuple(servers),
             keepalive=values.get("keepalive", 0),
             keepalive_timeout=values.get("keepalive_timeout@upstream", 60.0),
             keepalive_requests=values.get("keepalive_requests@upstream", 1000),
+            queue=queue,
+            queue_timeout=queue_timeout,
         )
 
     def upstream_server(self, node):
@@ -265,24 +268,28 @@ class _Builder:
             self.err(node, 'invalid number of arguments in "server" directive')
             return []
         addr, params = node.args[0], node.args[1:]
-        weight = 1
+        weight, max_conns = 1, 0
         for p in params:
             key, sep, value = p.partition("=")
-            if key == "weight" and sep:
+            if key in ("weight", "max_conns") and sep:
                 try:
-                    weight = units.parse_int(value, minimum=1)
+                    number = units.parse_int(value, minimum=1 if key == "weight" else 0)
                 except ValueError:
                     self.err(node, f'invalid parameter "{p}"')
                     return []
-            elif key in ("max_conns", "max_fails", "fail_timeout", "backup", "down", "slow_start"):
+                if key == "weight":
+                    weight = number
+                else:
+                    max_conns = number
+            elif key in ("max_fails", "fail_timeout", "backup", "down", "slow_start"):
                 self.err(node, f'"server" parameter "{key}" is not supported yet by this version '
-                               f'of fastgw (planned in issues #3 and #6)')
+                               f'of fastgw (planned in issue #6)')
                 return []
             else:
                 self.err(node, f'invalid parameter "{p}"')
                 return []
         try:
-            return [UpstreamServer(h, port, weight, name)
+            return [UpstreamServer(h, port, weight, name, max_conns)
                     for h, port, name in self.resolve(addr, node)]
         except ConfigError as exc:
             self.errors.append(exc)

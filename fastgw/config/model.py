@@ -62,6 +62,7 @@ class UpstreamServer:
     port: int
     weight: int = 1
     name: str = None
+    max_conns: int = 0
 
     @property
     def address(self):
@@ -76,7 +77,8 @@ class Upstream:
     ``keepalive`` is the most idle connections cached per worker (0: none, the
     upstream connection is closed after each response, as nginx without
     ``keepalive``); ``keepalive_timeout`` seconds; ``keepalive_requests`` a
-    count.
+    count; ``queue`` how many requests may wait for a peer under
+    ``max_conns``, per worker, at most ``queue_timeout`` seconds.
     """
 
     name: str
@@ -85,6 +87,8 @@ class Upstream:
     keepalive_timeout: float = 60.0
     keepalive_requests: int = 1000
     implicit: bool = False
+    queue: int = 0
+    queue_timeout: float = 60.0
 
 
 @dataclass(frozen=True)

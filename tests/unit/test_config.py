@@ -167,6 +167,14 @@ VALID = [
      lambda c: c.http.upstreams["backend"].keepalive_timeout, 30.0),
     ("keepalive_requests@upstream", "upstream", "keepalive_requests 100;",
      lambda c: c.http.upstreams["backend"].keepalive_requests, 100),
+    ("queue", "upstream", "queue 100;",
+     lambda c: (c.http.upstreams["backend"].queue, c.http.upstreams["backend"].queue_timeout),
+     (100, 60.0)),
+    ("queue", "upstream", "queue 8 timeout=500ms;",
+     lambda c: (c.http.upstreams["backend"].queue, c.http.upstreams["backend"].queue_timeout),
+     (8, 0.5)),
+    ("priority", "location", "priority 3;", lambda c: settings(c).priority, 3),
+    ("priority", "http", "priority 15;", lambda c: settings(c).priority, 15),
 ]
 
 # Implemented directives whose forms have their own tests below.
@@ -224,6 +232,7 @@ def test_defaults(tmp_path):
         "proxy_connect_timeout": 60.0,
         "proxy_send_timeout": 60.0,
         "proxy_read_timeout": 60.0,
+        "priority": 0,
     }
     assert settings(config).as_dict() == expected
     assert server0(config).settings.as_dict() == expected
@@ -498,8 +507,7 @@ def test_upstream_with_no_servers(tmp_path):
                      tmp_path / "fastgw.conf", line_of(text, "# here"))
 
 
-@pytest.mark.parametrize("param", ["max_conns=10", "max_fails=3", "fail_timeout=10s", "backup",
-                                   "down"])
+@pytest.mark.parametrize("param", ["max_fails=3", "fail_timeout=10s", "backup", "down"])
 def test_upstream_server_parameters_not_supported_yet(tmp_path, param):
     text = conf(upstream=f"server 127.0.0.1:9002 {param};  # here")
     errors = errors_of(tmp_path, text)
@@ -593,7 +601,7 @@ def test_several_errors_are_all_reported(tmp_path):
         "    }",                                  # 15
         "    upstream backend {",                 # 16
         "        server 127.0.0.1:9001;",         # 17
-        "        server 127.0.0.1:9002 max_conns=1;",  # 18
+        "        server 127.0.0.1:9002 down;",     # 18
         "    }",                                  # 19
         "}",                                      # 20
     ])
@@ -608,8 +616,8 @@ def test_several_errors_are_all_reported(tmp_path):
         (9, '"proxy_pass" directive is not allowed here'),
         (11, 'unknown directive "frobnicate"'),
         (12, 'invalid size "1q" in "client_max_body_size" directive'),
-        (18, '"server" parameter "max_conns" is not supported yet by this version of fastgw '
-             '(planned in issues #3 and #6)'),
+        (18, '"server" parameter "down" is not supported yet by this version of fastgw '
+             '(planned in issue #6)'),
     ]
 
 
@@ -1192,3 +1200,28 @@ def test_return_errors(tmp_path, args, message):
 def test_first_return_wins(tmp_path):
     config = load_text(tmp_path, conf(tail="location = /r { return 200; return 404; }"))
     assert server0(config).locations[1].ret.code == 200
+
+
+@pytest.mark.parametrize("text, message", [
+    ("queue 5 wait=1s;", 'invalid parameter "wait=1s" in "queue" directive'),
+    ("queue 5 timeout=0;", 'invalid timeout "0" in "queue" directive'),
+    ("queue x;", 'invalid number "x" in "queue" directive'),
+])
+def test_queue_errors(tmp_path, text, message):
+    errors = errors_of(tmp_path, conf(upstream=text + "  # here"))
+    assert [e.message for e in errors] == [message]
+
+
+def test_priority_range(tmp_path):
+    errors = errors_of(tmp_path, conf(location="priority 16;"))
+    assert [e.message for e in errors] == ['priority "16" must be between 0 and 15 in "priority" directive']
+    assert settings(load_text(tmp_path, conf())).priority == 0
+
+
+def test_upstream_server_max_conns(tmp_path):
+    config = load_text(tmp_path, conf(upstream="server 127.0.0.1:9002 max_conns=2 weight=3;"))
+    servers = config.http.upstreams["backend"].servers
+    assert [(s.port, s.max_conns, s.weight) for s in servers][-1] == (9002, 2, 3)
+    assert servers[0].max_conns == 0
+    errors = errors_of(tmp_path, conf(upstream="server 127.0.0.1:9002 max_conns=-1;"))
+    assert [e.message for e in errors] == ['invalid parameter "max_conns=-1"']
