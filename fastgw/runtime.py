@@ -14,6 +14,7 @@ from fastgw._core.router import Router, VirtualHosts
 from fastgw.config import variables as V
 from fastgw.config.variables import compile_template
 from fastgw.observe.access_log import AccessLog
+from fastgw.observe.error_log import Throttle
 
 # Client fields never copied upstream: hop-by-hop ones (RFC 9110 §7.6.1), the
 # framing fastgw redoes itself, and Expect (fastgw answers 100-continue itself).
@@ -54,9 +55,11 @@ def build_pools(config, loop):
     """``{upstream name: UpstreamPool}`` for every upstream group, each with its balancer."""
     pools = {}
     for name, up in config.http.upstreams.items():
-        peers = [Peer(s.host, s.port, s.weight, s.address, i) for i, s in enumerate(up.servers)]
+        peers = [Peer(s.host, s.port, s.weight, s.address, i, s.max_conns)
+                 for i, s in enumerate(up.servers)]
         pools[name] = UpstreamPool(name, RoundRobin(peers), up.keepalive, up.keepalive_timeout,
-                                   up.keepalive_requests, loop)
+                                   up.keepalive_requests, loop, up.queue, up.queue_timeout)
+        pools[name].log_throttle = Throttle()
     return pools
 
 
@@ -73,6 +76,7 @@ def _location(kind, settings, logs, access_logs, conf=None):
     loc.body_timeout = s.client_body_timeout
     loc.client_send_timeout = s.send_timeout
     loc.max_body = s.client_max_body_size
+    loc.priority = s.priority
     loc.upstream_http10 = s.proxy_http_version == "1.0"
     loc.min_timeout = min(t for t in (s.proxy_connect_timeout, s.proxy_send_timeout,
                                       s.proxy_read_timeout, 60.0) if t > 0)

@@ -2,6 +2,7 @@ cdef class Peer:
     cdef public str host
     cdef public int port
     cdef public int weight
+    cdef public int max_conns
     cdef public str address
     cdef public int index
     cdef public int current_weight
@@ -15,4 +16,5 @@ cdef class Peer:
 cdef class RoundRobin:
     cdef public list peers
     cdef int n
+    cdef public bint bounded
     cdef Peer pick(self)

@@ -1,4 +1,5 @@
 from fastgw._core.balancer cimport Peer, RoundRobin
+from fastgw._core.queue cimport RequestQueue
 
 
 cdef class UpstreamPool:
@@ -12,6 +13,10 @@ cdef class UpstreamPool:
     cdef public long opened
     cdef object loop
     cdef object _sweeper
+    cdef public RequestQueue queue
+    cdef public object queue_timer
+    cdef public set paused_waiters
+    cdef public object log_throttle
     cdef object _trimmer
 
     cpdef object acquire(self, Peer peer)

@@ -18,6 +18,7 @@ it became idle, seconds), ``closed`` (bool) and ``close()``.
 """
 
 from fastgw._core.balancer cimport Peer, RoundRobin
+from fastgw._core.queue cimport RequestQueue
 
 # Seconds a surplus idle connection (beyond ``keepalive``) may wait for reuse.
 TRIM_DELAY = 0.1
@@ -31,7 +32,8 @@ cdef class UpstreamPool:
     """
 
     def __init__(self, str name, RoundRobin balancer, int keepalive=0,
-                 double keepalive_timeout=60.0, int keepalive_requests=1000, loop=None):
+                 double keepalive_timeout=60.0, int keepalive_requests=1000, loop=None,
+                 int queue=0, double queue_timeout=60.0):
         self.name = name
         self.balancer = balancer
         self.keepalive = keepalive
@@ -42,6 +44,12 @@ cdef class UpstreamPool:
         self.opened = 0
         self.loop = loop
         self._sweeper = None
+        # Requests waiting for a peer under max_conns (per worker, design.md §6);
+        # the proxy drives it: a capacity of 0 refuses at once.
+        self.queue = RequestQueue(queue, queue_timeout)
+        self.queue_timer = None
+        self.paused_waiters = set()
+        self.log_throttle = None
         self._trimmer = None
 
     cpdef object acquire(self, Peer peer):

@@ -15,6 +15,7 @@ cdef class Runtime:
     cdef public object on_drained
     cdef public bytes pid
     cdef public object upstream_factory
+    cdef public object refuse_throttle
 
     cdef void conn_closed(self, object conn)
 
@@ -45,6 +46,7 @@ cdef class Location:
     cdef public int ret_code
     cdef public tuple ret_parts
     cdef public double min_timeout
+    cdef public int priority
 
 
 cdef class Server:
@@ -112,3 +114,8 @@ cdef class Request:
     cdef public bytes user_agent
     cdef public bytes xff
     cdef public bytes request_line
+    cdef public object conn
+    cdef public long queue_handle
+    cdef public double queued_at
+    cdef public double queue_time
+    cdef public str overload

@@ -36,10 +36,12 @@ from fastgw._core.http cimport (status_line, date_header, is_hop_by_hop, is_idem
                                 local_response)
 from fastgw._core.balancer cimport Peer
 from fastgw._core.pool cimport UpstreamPool
+from fastgw._core.queue cimport RequestQueue
 from fastgw._core.router cimport Router, VirtualHosts, normalize_path, normalize_host
 
 from fastgw.config import variables as V
 from fastgw.observe.access_log import combined
+from fastgw.observe.error_log import Throttle
 
 cdef enum:
     K_PROXY = 0
@@ -69,6 +71,9 @@ cdef enum:
 KIND_PROXY = K_PROXY
 KIND_RETURN = K_RETURN
 KIND_NOT_FOUND = K_NOT_FOUND
+
+# Seconds between checks that clients of queued requests with a body are still there.
+cdef double PEEK_INTERVAL = 0.25
 
 cdef bytes CRLF = b"\r\n"
 cdef bytes CHUNK_END = b"0\r\n\r\n"
@@ -103,6 +108,7 @@ cdef class Runtime:
         self.on_drained = None
         self.pid = pid
         self.upstream_factory = UpstreamConn
+        self.refuse_throttle = Throttle()
 
     cdef void conn_closed(self, object conn):
         self.connections.discard(conn)
@@ -349,9 +355,17 @@ cdef class Listener:
             task.add_done_callback(partial(_accepted, proto))
 
     cdef _refuse(self, sock):
-        # The overload issue turns this into a counted, logged, lingering 503.
+        """Over worker_connections: a 503 at once, never a client left in the accept queue."""
+        cdef Runtime rt = self.rt
+        write, skipped = rt.refuse_throttle.allow(rt.loop.time())
+        if write and rt.error_log.enabled("alert"):
+            more = f" ({skipped} more connections refused in the last second)" if skipped else ""
+            rt.error_log.log("alert", f"{rt.worker_connections} worker_connections are not "
+                                      f"enough{more}")
         try:
             sock.send(OVERLOADED)
+            # Shut our side first so the response is not destroyed by a reset if the
+            # client had sent data we did not read; the kernel then closes the rest.
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
@@ -501,6 +515,11 @@ cdef class Downstream:
         if self.current is None:
             self._close()
             return False
+        if self.current.queue_handle >= 0:
+            # A client that closed while queued: it leaves the queue at once
+            # (connection_lost logs the 499).
+            self._close()
+            return False
         self.no_more_requests = True
         return True
 
@@ -514,6 +533,7 @@ cdef class Downstream:
             self.timer.cancel()
             self.timer = None
         r = self.current
+        self._leave_queue(r)
         if r is not None and not r.done:
             # nginx's 499: the client closed the connection before the response was sent.
             if r.upstream is not None:
@@ -542,6 +562,8 @@ cdef class Downstream:
     # -- llhttp callbacks (httptools) -------------------------------------------------
     def on_message_begin(self):
         cdef Request r = Request()
+        r.conn = self
+        r.queue_handle = -1
         if self.no_more_requests or self.closing:
             # Bytes after a request that closes the connection are ignored (nginx).
             self.reject_status = -1
@@ -827,10 +849,21 @@ cdef class Downstream:
         if r.body_received and loc.max_body and r.body_received > loc.max_body:
             self._respond(r, 413, None, b"", True)
             return
-        if r.expect_continue and not r.body_done and r.http11:
-            # nginx answers Expect: 100-continue itself and never forwards it.
-            self.transport.write(CONTINUE_100)
         peer = pool.balancer.pick()
+        if peer is None:
+            # Every peer is at max_conns: wait in the upstream's queue, or be told
+            # at once that the gateway is saturated.
+            self._enqueue(r, loc, pool)
+            return
+        self._to_peer(r, pool, peer)
+
+    cdef _to_peer(self, Request r, UpstreamPool pool, Peer peer):
+        """Send ``r`` to ``peer``: a pooled connection when one is idle, else a new one."""
+        cdef UpstreamConn conn
+        if r.expect_continue and not r.body_done and r.http11:
+            # nginx answers Expect: 100-continue itself and never forwards it; only
+            # now, when a peer will take the body.
+            self.transport.write(CONTINUE_100)
         conn = <UpstreamConn>pool.acquire(peer)
         if conn is None:
             conn = UpstreamConn(self.rt, pool, peer)
@@ -844,6 +877,83 @@ cdef class Downstream:
                 self.send_pending = conn
             else:
                 conn.send_request()
+
+    # -- the upstream queue (design.md §6) ---------------------------------------------------
+    cdef _enqueue(self, Request r, Location loc, UpstreamPool pool):
+        cdef RequestQueue q = pool.queue
+        cdef double now = self.loop.time()
+        cdef long handle
+        cdef Request victim
+        if q.capacity == 0:
+            self._overload(r, pool, "queue_full", "no queue and every peer at max_conns")
+            return
+        if q.expected_wait(loc.priority, now) > q.timeout:
+            # Early rejection: with the measured drain rate this request would time
+            # out in the queue anyway; tell the client now, keep the slot for others.
+            self._overload(r, pool, "queue_full", "expected wait exceeds the queue timeout")
+            return
+        handle = q.push(r, loc.priority, now)
+        if handle < 0:
+            self._overload(r, pool, "queue_full", "queue is full")
+            return
+        r.queue_handle = handle
+        r.queued_at = now
+        if q.displaced is not None:
+            # A higher-priority request took the place of the newest lower one.
+            victim = <Request>q.displaced
+            q.displaced = None
+            victim.queue_handle = -1
+            pool.paused_waiters.discard(victim)
+            (<Downstream>victim.conn)._overload(victim, pool, "queue_full",
+                                                "displaced by a request of higher priority")
+        if r.chunked or (r.content_length is not None and r.content_length.strip() != b"0"):
+            # A queued request reads no more than its head: its body stays in the
+            # client's socket until a peer takes it (the queue timer peeks at the
+            # socket to see a client leave). A body-less one keeps reading, so its
+            # client's close is seen at once.
+            self._pause_reading()
+            pool.paused_waiters.add(r)
+        _arm_queue_timer(pool, now)
+
+    cdef _overload(self, Request r, UpstreamPool pool, str reason, str detail):
+        """Answer ``r`` with 503 + Retry-After for an overload ``reason`` (queue_full, queue_timeout)."""
+        cdef RequestQueue q = pool.queue
+        cdef double now = self.loop.time()
+        cdef int retry = q.retry_after(now)
+        write, skipped = pool.log_throttle.allow(now) if pool.log_throttle is not None else (True, 0)
+        if write:
+            log = r.location.error_log
+            if log.enabled("warn"):
+                more = f" ({skipped} more overload rejections in the last second)" if skipped else ""
+                log.log("warn", f'{reason}: upstream "{pool.name}" {detail}, queue depth '
+                                f'{q.depth}/{q.capacity}, Retry-After {retry}{more}',
+                        conn=self.conn_id, client=self.remote_addr.decode(),
+                        request=(r.request_line or b"").decode("latin-1"),
+                        host=(r.host or b"").decode("latin-1"))
+        r.overload = reason
+        # A body left unread: the response says close and lingers (design.md §6).
+        self._respond(r, 503, None, b"Retry-After: %d\r\n" % retry, not r.body_done)
+
+    cdef _dequeued(self, Request r, UpstreamPool pool, Peer peer, double now):
+        """A slot freed up for ``r``, which waited ``now - r.queued_at`` seconds."""
+        r.queue_handle = -1
+        r.queue_time = now - r.queued_at
+        if pool.paused_waiters:
+            pool.paused_waiters.discard(r)
+        if self.closing or r.done:
+            return
+        self._to_peer(r, pool, peer)
+        self._maybe_resume()
+
+    cdef _leave_queue(self, Request r):
+        """The client of a queued request went away: free its queue slot at once."""
+        cdef UpstreamPool pool
+        if r is None or r.queue_handle < 0 or r.location is None or r.location.pool is None:
+            return
+        pool = r.location.pool
+        pool.queue.remove(r.queue_handle, r)
+        pool.paused_waiters.discard(r)
+        r.queue_handle = -1
 
     cdef _send_pending(self):
         cdef UpstreamConn conn = self.send_pending
@@ -901,6 +1011,8 @@ cdef class Downstream:
     cdef finish(self, Request r):
         """The response to ``r`` is complete (written or handed to the transport)."""
         r.done = True
+        if r.queue_handle >= 0:
+            self._leave_queue(r)
         if r.location is not None:
             self.last_location = r.location
         if r.body_buffered:
@@ -1642,6 +1754,7 @@ cdef class UpstreamConn:
             self.close()
         r.upstream = None
         ds.finish(r)
+        _service_queue(self.pool)
 
     cdef _detach(self):
         if self.counted:
@@ -1681,11 +1794,16 @@ cdef class UpstreamConn:
             ds.upstream_broke(r)
         else:
             ds.upstream_failed(r, status)
+        _service_queue(self.pool)
 
     cdef abort_from_client(self):
         """The client went away or sent garbage: drop this connection, never pool it."""
+        cdef bint had = self.req is not None
         self._detach()
         self.close()
+        if had:
+            # Deferred: the caller is in the middle of tearing down its request.
+            self.loop.call_soon(_service_queue_soon, self.pool)
 
     def close(self):
         """Close the connection (idempotent)."""
@@ -1748,6 +1866,75 @@ cdef class UpstreamConn:
         if deadline - now < step:
             step = deadline - now
         self.timer = self.loop.call_later(step, self._on_timer)
+
+
+cdef void _service_queue(UpstreamPool pool):
+    """Give freed peer slots to queued requests, highest priority and oldest first."""
+    cdef RequestQueue q = pool.queue
+    cdef Peer peer
+    cdef Request r
+    cdef double now
+    if q.depth == 0:
+        return
+    now = pool.loop.time()
+    while q.depth:
+        peer = pool.balancer.pick()
+        if peer is None:
+            return
+        r = <Request>q.pop(now)
+        (<Downstream>r.conn)._dequeued(r, pool, peer, now)
+
+
+def _service_queue_soon(UpstreamPool pool):
+    _service_queue(pool)
+
+
+cdef void _arm_queue_timer(UpstreamPool pool, double now):
+    """One timer per queue: at its next deadline, or sooner to look for vanished clients."""
+    cdef double deadline
+    if pool.queue_timer is not None or pool.queue.depth == 0:
+        return
+    deadline = pool.queue.next_deadline()
+    delay = deadline - now
+    if pool.paused_waiters and delay > PEEK_INTERVAL:
+        delay = PEEK_INTERVAL
+    pool.queue_timer = pool.loop.call_later(delay if delay > 0 else 0, _on_queue_timer, pool)
+
+
+def _on_queue_timer(UpstreamPool pool):
+    cdef Request r
+    cdef double now = pool.loop.time()
+    pool.queue_timer = None
+    for r in pool.queue.expire(now):
+        r.queue_handle = -1
+        pool.paused_waiters.discard(r)
+        (<Downstream>r.conn)._overload(r, pool, "queue_timeout",
+                                       f"request waited {now - r.queued_at:.3f}s")
+    if pool.paused_waiters:
+        # Queued requests with a body have their reading paused, so a client that
+        # closes is not seen by the transport: peek at its socket instead.
+        for r in list(pool.paused_waiters):
+            if _peer_gone(<Downstream>r.conn):
+                pool.paused_waiters.discard(r)
+                (<Downstream>r.conn).abort()
+    _arm_queue_timer(pool, now)
+
+
+cdef bint _peer_gone(Downstream ds):
+    """True if the client closed or reset its connection (a peek, nothing is consumed)."""
+    if ds.transport is None or ds.transport.is_closing():
+        return True
+    fd = ds.transport.get_extra_info("socket").fileno()
+    # uvloop's transport socket cannot recv: borrow the fd, never close it here.
+    probe = socket.socket(fileno=fd)
+    try:
+        return probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
+    finally:
+        probe.detach()
 
 
 cdef bytes _UNRESERVED = (b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"

@@ -139,6 +139,32 @@ class _LevelView:
             pass
 
 
+class Throttle:
+    """At most one log line per ``interval`` seconds for one kind of event.
+
+    Overload produces the same rejection thousands of times a second; the
+    error log gets the first, then one line a second saying how many were
+    not written (design.md §6: an overload must not flood the disk).
+    ``allow(now)`` returns ``(write, suppressed)``: whether to write a line
+    now and how many were skipped since the last one.
+    """
+
+    __slots__ = ("interval", "next_at", "skipped")
+
+    def __init__(self, interval=1.0):
+        self.interval = interval
+        self.next_at = 0.0
+        self.skipped = 0
+
+    def allow(self, now):
+        if now < self.next_at:
+            self.skipped += 1
+            return False, 0
+        skipped, self.skipped = self.skipped, 0
+        self.next_at = now + self.interval
+        return True, skipped
+
+
 def emerg_to_stderr(message):
     """Print ``fastgw: [emerg] MESSAGE`` as nginx prints start-up failures."""
     sys.stderr.write(f"fastgw: [emerg] {message}\n")

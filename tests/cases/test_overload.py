@@ -51,7 +51,6 @@ class Timed(threading.Thread):
 
 # -- PUB-23 --------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="needs issue 3: upstream queue and max_conns")
 def test_pub23_queue_full_fast_503_with_retry_after(make_gw, probe):
     """PUB-23: bounded queue full -> fast 503 with Retry-After, never a hang.
 
@@ -67,8 +66,11 @@ def test_pub23_queue_full_fast_503_with_retry_after(make_gw, probe):
     100 ms throughout; afterwards a new request gets 200 (no leaked slots); never 502.
     """
     probe.script(handler=lambda req: Reply(5.0, default_reply(req.conn_id)))
+    # The upstream holds each request 5 s: longer than the baseline's 2 s read
+    # timeout, so "/" gets its own location with a longer one.
     gw = make_gw(workers=1, peer=" max_conns=2", upstream="queue 2 timeout=1s;",
-                 server='location = /healthz { return 200 "ok\\n"; }')
+                 server='location = /healthz { return 200 "ok\\n"; }\n'
+                        '        location = / { proxy_pass http://app; proxy_read_timeout 10s; }')
     t0 = time.monotonic() + 0.05
     burst = [Timed(gw.port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", t0) for _ in range(6)]
     seventh = Timed(gw.port, b"GET /seventh HTTP/1.1\r\nHost: a\r\n\r\n", t0 + 0.2, close_at=t0 + 0.5)
