@@ -75,6 +75,7 @@ class Master:
         self.sockets = {}  # (host, port) -> [socket per slot]
         self.sig_queue = []
         self.wake_r = self.wake_w = None
+        self.zones = self.stats = None
         self.stopping = None  # None, "graceful" or "fast"
         self.stop_deadline = None
         self.pid_written = False
@@ -85,6 +86,11 @@ class Master:
         setproctitle("fastgw: master process " + " ".join(self.argv))
         self.write_pid()
         try:
+            # Shared memory first: the workers inherit the mapping across fork.
+            from fastgw.shm import Zones
+
+            self.zones = Zones(self.config)
+            self.stats = self.zones.stats(-1)
             self.bind()
             self.install_signals()
             for slot in self.slots:
@@ -190,6 +196,8 @@ class Master:
 
     # -- workers ----------------------------------------------------------------------------
     def spawn(self, slot):
+        # What a previous worker of this slot held is gone with it.
+        self.stats.clear_gauges(slot.index)
         r, w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
@@ -211,7 +219,7 @@ class Master:
                 os.close(self.wake_w)
             from fastgw.worker import run_worker  # the compiled hot path, children only
 
-            run_worker(self.config, slot.index, slot.sockets, w, os.getppid())
+            run_worker(self.config, slot.index, slot.sockets, w, os.getppid(), self.zones)
         os.close(w)
         os.set_blocking(r, False)
         if slot.status_r is not None:

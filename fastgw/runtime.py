@@ -20,6 +20,8 @@ from fastgw.observe.error_log import Throttle
 # framing fastgw redoes itself, and Expect (fastgw answers 100-continue itself).
 NOT_FORWARDED = frozenset(HOP_BY_HOP | {b"content-length", b"expect"})
 DEFAULT_HOST = ("Host", compile_template("$proxy_host"))
+# Runtime.pages keys of the status pages a location can serve.
+PAGES = {"stub_status": 1, "metrics": 2}
 
 
 class AccessLogs:
@@ -52,14 +54,19 @@ class AccessLogs:
 
 
 def build_pools(config, loop):
-    """``{upstream name: UpstreamPool}`` for every upstream group, each with its balancer."""
+    """``{upstream name: UpstreamPool}`` for every upstream group, each with its balancer.
+
+    A pool's ``index`` is its upstream's place in the configuration, which is
+    also its place in the shared counters (fastgw.shm).
+    """
     pools = {}
-    for name, up in config.http.upstreams.items():
+    for index, (name, up) in enumerate(config.http.upstreams.items()):
         peers = [Peer(s.host, s.port, s.weight, s.address, i, s.max_conns)
                  for i, s in enumerate(up.servers)]
         pools[name] = UpstreamPool(name, RoundRobin(peers), up.keepalive, up.keepalive_timeout,
                                    up.keepalive_requests, loop, up.queue, up.queue_timeout)
         pools[name].log_throttle = Throttle()
+        pools[name].index = index
     return pools
 
 
@@ -125,6 +132,9 @@ def build_location(conf, pools, logs, access_logs):
     if conf.ret is not None:
         loc = _location(proxy.KIND_RETURN, conf.settings, logs, access_logs, conf)
         _set_return(loc, conf.ret)
+    elif conf.status_page is not None:
+        loc = _location(proxy.KIND_STATUS, conf.settings, logs, access_logs, conf)
+        loc.ret_code = PAGES[conf.status_page]
     elif conf.proxy_pass is not None:
         loc = _location(proxy.KIND_PROXY, conf.settings, logs, access_logs, conf)
         pp = conf.proxy_pass
@@ -174,6 +184,17 @@ def build_server(conf, pools, logs, access_logs):
     server.min_timeout = min([t for t in timeouts if t > 0] or [60.0])
     server.error_log = logs.get(*s.error_log)
     return server
+
+
+def status_pages(stats, zones):
+    """``Runtime.pages``: page number -> function returning ``(content type, body)`` (bytes)."""
+    from fastgw.observe.status import PROMETHEUS_CONTENT_TYPE, metrics_renderer, stub_status
+
+    render_metrics = metrics_renderer(stats, zones)
+    return {
+        PAGES["stub_status"]: lambda: (b"text/plain", stub_status(stats.snapshot())),
+        PAGES["metrics"]: lambda: (PROMETHEUS_CONTENT_TYPE, render_metrics()),
+    }
 
 
 def build_listeners(config, rt, sockets, logs, access_logs, pools):

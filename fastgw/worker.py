@@ -27,8 +27,10 @@ import uvloop
 from setproctitle import setproctitle
 
 from fastgw import runtime
+from fastgw._core.counters import CELLS
 from fastgw._core.proxy import Runtime
 from fastgw.observe.error_log import Logs
+from fastgw.shm import Zones
 
 TICK = 1.0  # seconds between housekeeping passes (log flush, parent check)
 
@@ -41,8 +43,9 @@ class Worker:
     master (or None); ``master_pid``: the pid to watch.
     """
 
-    def __init__(self, config, slot, sockets, status_fd=None, master_pid=None):
+    def __init__(self, config, slot, sockets, status_fd=None, master_pid=None, zones=None):
         self.config = config
+        self.zones = zones
         self.slot = slot
         self.sockets = sockets
         self.status_fd = status_fd
@@ -75,6 +78,14 @@ class Worker:
         asyncio.set_event_loop(self.loop)
         self.rt = Runtime(self.loop, self.error_log, self.config.worker_connections,
                           str(os.getpid()).encode())
+        if self.zones is None:
+            self.zones = Zones(self.config)  # a worker run on its own (tests, tools)
+        self.stats = self.zones.stats(self.slot)
+        self.stats.set_cell(CELLS["pid"], os.getpid())
+        self.stats.set_cell(CELLS["up"], 1)
+        self.stats.set_cell(CELLS["heartbeat"], int(time.time() * 1000))
+        self.rt.stats = self.stats
+        self.rt.pages = runtime.status_pages(self.stats, self.zones)
         self.pools = runtime.build_pools(self.config, self.loop)
         self.listeners = runtime.build_listeners(self.config, self.rt, self.sockets, self.logs,
                                                  self.access_logs, self.pools)
@@ -90,6 +101,7 @@ class Worker:
         try:
             self.loop.run_forever()
         finally:
+            self.stats.set_cell(CELLS["up"], 0)
             self.access_logs.close()
             self.logs.close()
         return self.exit_code
@@ -104,7 +116,9 @@ class Worker:
             pass
 
     def tick(self):
-        self.access_logs.flush_due(time.time())
+        now = time.time()
+        self.access_logs.flush_due(now)
+        self.stats.set_cell(CELLS["heartbeat"], int(now * 1000))
         if self.error_log.enabled("debug"):
             idle = sum(p.idle_count for p in self.pools.values())
             self.error_log.log("debug", f"connections: {self.rt.active} counted, "
@@ -154,11 +168,11 @@ class Worker:
         self.access_logs.reopen()
 
 
-def run_worker(config, slot, sockets, status_fd, master_pid):
+def run_worker(config, slot, sockets, status_fd, master_pid, zones=None):
     """Entry point in the forked child: run a Worker and exit with its code (never returns)."""
     code = 1
     try:
-        code = Worker(config, slot, sockets, status_fd, master_pid).run()
+        code = Worker(config, slot, sockets, status_fd, master_pid, zones).run()
     except BaseException as exc:  # noqa: BLE001 - a worker must die loudly, not silently
         try:
             Logs().get(*config.error_log).log("emerg", f"worker process failed: {exc!r}")

@@ -7,7 +7,7 @@ broken install fails at start rather than running slowly.
 
 import importlib
 
-MODULES = ("http", "balancer", "router", "queue", "pool", "proxy")
+MODULES = ("http", "counters", "balancer", "router", "queue", "pool", "proxy")
 
 
 def check_compiled():

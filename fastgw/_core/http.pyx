@@ -102,7 +102,7 @@ cdef bytes local_response(int code, bint keep_alive, bint http11, bytes extra_he
         body = _ERROR_PAGES.get(code, b"") if code >= 300 else b""
         if body:
             ctype = b"Content-Type: text/html\r\n"
-    elif body:
+    elif body and b"Content-Type:" not in extra_headers:
         ctype = b"Content-Type: text/plain\r\n"
     cdef bytes conn
     if not keep_alive:

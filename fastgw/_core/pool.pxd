@@ -4,6 +4,7 @@ from fastgw._core.queue cimport RequestQueue
 
 cdef class UpstreamPool:
     cdef public str name
+    cdef public int index
     cdef public RoundRobin balancer
     cdef public int keepalive
     cdef public double keepalive_timeout

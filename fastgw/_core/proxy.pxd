@@ -1,6 +1,7 @@
 from fastgw._core.balancer cimport Peer
 from fastgw._core.pool cimport UpstreamPool
 from fastgw._core.router cimport Router, VirtualHosts
+from fastgw._core.counters cimport Stats
 
 
 cdef class Runtime:
@@ -16,6 +17,8 @@ cdef class Runtime:
     cdef public bytes pid
     cdef public object upstream_factory
     cdef public object refuse_throttle
+    cdef public Stats stats
+    cdef public dict pages
 
     cdef void conn_closed(self, object conn)
 

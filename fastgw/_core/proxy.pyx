@@ -37,6 +37,10 @@ from fastgw._core.http cimport (status_line, date_header, is_hop_by_hop, is_idem
 from fastgw._core.balancer cimport Peer
 from fastgw._core.pool cimport UpstreamPool
 from fastgw._core.queue cimport RequestQueue
+from fastgw._core.counters cimport (Stats, C_ACCEPTED, C_HANDLED, C_ACTIVE, C_READING,
+                                    C_WRITING, C_WAITING, C_REQUESTS, R_WORKER_CONNECTIONS,
+                                    R_QUEUE_FULL, R_QUEUE_TIMEOUT, R_UPSTREAM_ERROR,
+                                    R_UPSTREAM_TIMEOUT)
 from fastgw._core.router cimport Router, VirtualHosts, normalize_path, normalize_host
 
 from fastgw.config import variables as V
@@ -47,6 +51,7 @@ cdef enum:
     K_PROXY = 0
     K_RETURN = 1
     K_NOT_FOUND = 2
+    K_STATUS = 3       # stub_status or metrics: a page rendered by Runtime.pages
 
     # Downstream states.
     S_IDLE = 0        # between requests (keep-alive) or before the first byte
@@ -71,6 +76,7 @@ cdef enum:
 KIND_PROXY = K_PROXY
 KIND_RETURN = K_RETURN
 KIND_NOT_FOUND = K_NOT_FOUND
+KIND_STATUS = K_STATUS
 
 # Seconds between checks that clients of queued requests with a body are still there.
 cdef double PEEK_INTERVAL = 0.25
@@ -109,6 +115,8 @@ cdef class Runtime:
         self.pid = pid
         self.upstream_factory = UpstreamConn
         self.refuse_throttle = Throttle()
+        self.stats = None
+        self.pages = {}
 
     cdef void conn_closed(self, object conn):
         self.connections.discard(conn)
@@ -339,9 +347,12 @@ cdef class Listener:
                 # EMFILE/ENFILE: nginx logs "accept() failed" and carries on.
                 rt.error_log.log("alert", f"accept() failed ({exc.errno}: {exc.strerror})")
                 return
+            rt.stats.add(C_ACCEPTED, 1)
             if rt.active >= rt.worker_connections or rt.shutting_down:
                 self._refuse(sock)
                 continue
+            rt.stats.add(C_HANDLED, 1)
+            rt.stats.add(C_ACTIVE, 1)
             sock.setblocking(False)
             vhosts = self.vhosts
             if self.by_addr:
@@ -357,6 +368,8 @@ cdef class Listener:
     cdef _refuse(self, sock):
         """Over worker_connections: a 503 at once, never a client left in the accept queue."""
         cdef Runtime rt = self.rt
+        rt.stats.rejected(R_WORKER_CONNECTIONS)
+        rt.stats.status(503)
         write, skipped = rt.refuse_throttle.allow(rt.loop.time())
         if write and rt.error_log.enabled("alert"):
             more = f" ({skipped} more connections refused in the last second)" if skipped else ""
@@ -433,13 +446,34 @@ cdef class Downstream:
         self.remote_port = str(addr[1]).encode() if addr and len(addr) > 1 else b""
         self.pending = []
         self.requests = 0
-        self.state = S_IDLE
+        self.state = -1
+        self._state(S_IDLE)
         self.vhosts = vhosts
         self.default_server = <Server>vhosts.default
         self.parser = HttpRequestParser(self)
 
     def _self(self):
         return self
+
+    cdef inline void _state(self, int new):
+        """Move to a state; stub_status counts each connection in exactly one of
+        reading (a head arriving), writing (a request served), waiting (idle)."""
+        cdef Stats st = self.rt.stats
+        if new == self.state:
+            return
+        if self.state == S_IDLE:
+            st.add(C_WAITING, -1)
+        elif self.state == S_HEAD:
+            st.add(C_READING, -1)
+        elif self.state == S_ACTIVE:
+            st.add(C_WRITING, -1)
+        if new == S_IDLE:
+            st.add(C_WAITING, 1)
+        elif new == S_HEAD:
+            st.add(C_READING, 1)
+        elif new == S_ACTIVE:
+            st.add(C_WRITING, 1)
+        self.state = new
 
     # -- asyncio protocol --------------------------------------------------------------
     def connection_made(self, transport):
@@ -527,7 +561,8 @@ cdef class Downstream:
         cdef Request r
         if self.state == S_CLOSED:
             return
-        self.state = S_CLOSED
+        self._state(S_CLOSED)
+        self.rt.stats.add(C_ACTIVE, -1)
         self.closing = True
         if self.timer is not None:
             self.timer.cancel()
@@ -570,10 +605,12 @@ cdef class Downstream:
             raise _Reject()
         r.start = self.loop.time()
         r.http11 = True
+        # nginx counts a request when it begins (stub_status includes the one asking).
+        self.rt.stats.add(C_REQUESTS, 1)
         self.parsing = r
         self.head_bytes = -1
         if self.current is None and self.state == S_IDLE:
-            self.state = S_HEAD
+            self._state(S_HEAD)
             self.head_started = r.start
 
     def on_url(self, bytes url):
@@ -718,6 +755,7 @@ cdef class Downstream:
         if r is None:
             r = Request()
             r.start = self.loop.time()
+            self.rt.stats.add(C_REQUESTS, 1)
         r.error_status = status
         r.keep_alive = False
         r.close_after = True
@@ -765,7 +803,7 @@ cdef class Downstream:
         cdef bytes path, host
         cdef Py_ssize_t q
         self.current = r
-        self.state = S_ACTIVE
+        self._state(S_ACTIVE)
         self.requests += 1
         self.rt.requests_total += 1
         if r.error_status:
@@ -819,6 +857,10 @@ cdef class Downstream:
             self._proxy(r, loc)
         elif loc.kind == K_RETURN:
             self._return(r, loc)
+        elif loc.kind == K_STATUS:
+            ctype, body = self.rt.pages[loc.ret_code]()
+            self._respond(r, 200, body, b"Content-Type: " + ctype + CRLF + b"Cache-Control: no-cache\r\n",
+                          False)
         else:
             self._respond(r, 404, None, b"", False)
 
@@ -898,6 +940,7 @@ cdef class Downstream:
             return
         r.queue_handle = handle
         r.queued_at = now
+        self.rt.stats.queue_depth(pool.index, q.depth)
         if q.displaced is not None:
             # A higher-priority request took the place of the newest lower one.
             victim = <Request>q.displaced
@@ -931,6 +974,7 @@ cdef class Downstream:
                         request=(r.request_line or b"").decode("latin-1"),
                         host=(r.host or b"").decode("latin-1"))
         r.overload = reason
+        self.rt.stats.rejected(R_QUEUE_TIMEOUT if reason == "queue_timeout" else R_QUEUE_FULL)
         # A body left unread: the response says close and lingers (design.md §6).
         self._respond(r, 503, None, b"Retry-After: %d\r\n" % retry, not r.body_done)
 
@@ -952,6 +996,7 @@ cdef class Downstream:
             return
         pool = r.location.pool
         pool.queue.remove(r.queue_handle, r)
+        self.rt.stats.queue_depth(pool.index, pool.queue.depth)
         pool.paused_waiters.discard(r)
         r.queue_handle = -1
 
@@ -1047,10 +1092,10 @@ cdef class Downstream:
         if self.reading_paused:
             self._resume_reading()
         if self.parsing is not None:
-            self.state = S_HEAD
+            self._state(S_HEAD)
             self.head_started = self.parsing.start
         else:
-            self.state = S_IDLE
+            self._state(S_IDLE)
             self.idle_since = self.loop.time()
             self.idle_timeout = (self.last_location.keepalive_timeout if self.last_location is not None
                                  else self.default_server.keepalive_timeout)
@@ -1078,7 +1123,7 @@ cdef class Downstream:
         if self.reading_paused:
             self.transport.resume_reading()
             self.reading_paused = False
-        self.state = S_IDLE
+        self._state(S_IDLE)
         # Bounded: the client gets 2 s (nginx's lingering_timeout is 5 s, lingering_time 30 s).
         self.loop.call_later(2.0, self._close)
 
@@ -1155,6 +1200,7 @@ cdef class Downstream:
     cdef _log_request(self, Request r):
         cdef Location loc = r.location
         cdef list logs
+        self.rt.stats.status(r.status or r.error_status)
         if loc is not None:
             logs = loc.access_logs
         elif self.default_server is not None and self.default_server.not_found is not None:
@@ -1304,6 +1350,7 @@ cdef class UpstreamConn:
     cdef bint got_bytes
     cdef bint counted
     cdef bint conn_counted
+    cdef double started
     cdef long head_bytes
     cdef long head_size
     cdef double timer_step
@@ -1332,6 +1379,8 @@ cdef class UpstreamConn:
         r.upstream = self
         r.upstream_addr = self.peer.address
         self.peer.active += 1
+        self.rt.stats.peer_active(self.pool.index, self.peer.index, 1)
+        self.started = self.loop.time()
         self.counted = True
         self.reused = self.requests > 0
         self.requests += 1
@@ -1741,6 +1790,7 @@ cdef class UpstreamConn:
         cdef Request r = self.req
         cdef Downstream ds = self.ds
         cdef bint reuse
+        self.rt.stats.observe(self.pool.index, self.loop.time() - self.started)
         self._detach()
         if self.reading_paused and self.transport is not None:
             self.reading_paused = False
@@ -1759,6 +1809,7 @@ cdef class UpstreamConn:
     cdef _detach(self):
         if self.counted:
             self.peer.active -= 1
+            self.rt.stats.peer_active(self.pool.index, self.peer.index, -1)
             self.counted = False
         self.req = None
         self.ds = None
@@ -1783,6 +1834,7 @@ cdef class UpstreamConn:
             conn.attach(ds, r)
             conn.connect()
             return
+        self.rt.stats.rejected(R_UPSTREAM_TIMEOUT if status == 504 else R_UPSTREAM_ERROR)
         log = r.location.error_log
         if log.enabled("error"):
             log.log("error", message, conn=ds.conn_id, client=ds.remote_addr.decode(),
@@ -1882,6 +1934,7 @@ cdef void _service_queue(UpstreamPool pool):
         if peer is None:
             return
         r = <Request>q.pop(now)
+        (<Downstream>r.conn).rt.stats.queue_depth(pool.index, q.depth)
         (<Downstream>r.conn)._dequeued(r, pool, peer, now)
 
 
@@ -1906,6 +1959,7 @@ def _on_queue_timer(UpstreamPool pool):
     cdef double now = pool.loop.time()
     pool.queue_timer = None
     for r in pool.queue.expire(now):
+        (<Downstream>r.conn).rt.stats.queue_depth(pool.index, pool.queue.depth)
         r.queue_handle = -1
         pool.paused_waiters.discard(r)
         (<Downstream>r.conn)._overload(r, pool, "queue_timeout",

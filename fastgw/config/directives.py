@@ -284,8 +284,13 @@ DIRECTIVES = [
     _planned("limit_conn_status", HSL, (1, 1), "#4", "Status of limit_conn rejections."),
     _planned("limit_conn_log_level", HSL, (1, 1), "#4", "Log level of limit_conn rejections."),
     _planned("limit_conn_dry_run", HSL, (1, 1), "#4", "Count but do not reject."),
-    _planned("stub_status", {LOCATION}, (0, 1), "#3", "nginx stub_status page."),
-    _planned("metrics", {LOCATION}, (0, 0), "#3", "Prometheus metrics page."),
+    Directive("stub_status", frozenset({LOCATION}), (0, 1),
+              "The location answers nginx's stub_status page (active connections, accepts, "
+              "handled, requests, reading/writing/waiting), summed over all workers."),
+    Directive("metrics", frozenset({LOCATION}), (0, 0),
+              "fastgw: the location answers the Prometheus exposition of fastgw's counters "
+              "(connections, responses by status, rejections by reason, upstream queue depth, "
+              "requests in flight per peer, upstream response-time histograms, worker liveness)."),
     # -- upstream -----------------------------------------------------------------------------
     Directive("keepalive", frozenset({UPSTREAM}), (1, 1),
               "Most idle upstream connections each worker keeps for reuse.", _INT, default="0"),

@@ -452,8 +452,13 @@ class _Builder:
                 self.err(node, f'invalid regex "{pattern}": {exc}')
                 return None
         values, blocks = self.collect(node.block, D.LOCATION)
-        proxy_pass = ret = None
+        proxy_pass = ret = status_page = None
         for b in blocks:
+            if b.name in ("stub_status", "metrics"):
+                if b.args and b.args != ["on"]:
+                    self.err(b, f'invalid parameter "{b.args[0]}" in "{b.name}" directive')
+                status_page = b.name
+                continue
             if b.name == "proxy_pass":
                 if proxy_pass is not None:
                     self.err(b, '"proxy_pass" directive is duplicate')
@@ -467,7 +472,8 @@ class _Builder:
             else:
                 self.err(b, f'"{b.name}" directive is not allowed here')
         settings = Settings(self.merged(values, server_level, http_level))
-        return Location(modifier, pattern, settings, proxy_pass, ret, node.file, node.line)
+        return Location(modifier, pattern, settings, proxy_pass, ret, node.file, node.line,
+                        status_page)
 
     def parse_proxy_pass(self, node, modifier, upstreams):
         url = node.args[0]

@@ -125,6 +125,7 @@ class Location:
     ret: Return = None
     file: str = None
     line: int = None
+    status_page: str = None
 
 
 @dataclass(frozen=True)

@@ -180,7 +180,7 @@ VALID = [
 # Implemented directives whose forms have their own tests below.
 STRUCTURAL = {
     "events", "http", "upstream", "server", "location", "listen", "server_name", "proxy_pass",
-    "return",
+    "return", "stub_status", "metrics",
 }
 
 
@@ -1225,3 +1225,13 @@ def test_upstream_server_max_conns(tmp_path):
     assert servers[0].max_conns == 0
     errors = errors_of(tmp_path, conf(upstream="server 127.0.0.1:9002 max_conns=-1;"))
     assert [e.message for e in errors] == ['invalid parameter "max_conns=-1"']
+
+
+def test_status_pages(tmp_path):
+    config = load_text(tmp_path, conf(tail="location = /s { stub_status; }\nlocation = /m { metrics; }"))
+    pages = {loc.pattern: loc.status_page for loc in server0(config).locations}
+    assert pages["/s"] == "stub_status" and pages["/m"] == "metrics"
+    errors = errors_of(tmp_path, conf(tail="location = /s { stub_status yes; }"))
+    assert [e.message for e in errors] == ['invalid parameter "yes" in "stub_status" directive']
+    errors = errors_of(tmp_path, conf(server="stub_status;"))
+    assert [e.message for e in errors] == ['"stub_status" directive is not allowed here']

@@ -1,0 +1,55 @@
+from libc.stdint cimport int64_t
+
+cdef enum:
+    # Cells of a worker's block (int64 each).
+    C_ACCEPTED = 0
+    C_HANDLED = 1
+    C_ACTIVE = 2
+    C_READING = 3
+    C_WRITING = 4
+    C_WAITING = 5
+    C_REQUESTS = 6
+    C_HEARTBEAT = 7
+    C_PID = 8
+    C_UP = 9
+    C_REJECTED = 10          # 8 reasons
+    N_REASONS = 8
+    C_STATUS = 20            # 600 codes
+    N_STATUS = 600
+    C_UPSTREAMS = 620        # then per upstream: queue depth, histogram, peers
+    N_BUCKETS = 16
+
+    # Rejection reasons (design.md §6), in the order of REASONS.
+    R_WORKER_CONNECTIONS = 0
+    R_QUEUE_FULL = 1
+    R_QUEUE_TIMEOUT = 2
+    R_LIMIT_REQ = 3
+    R_LIMIT_CONN = 4
+    R_UPSTREAM_ERROR = 5
+    R_UPSTREAM_TIMEOUT = 6
+    R_NO_LIVE_UPSTREAMS = 7
+
+
+cdef class Stats:
+    cdef object buffer
+    cdef int64_t* base
+    cdef int64_t* mine
+    cdef public int workers
+    cdef public int slot
+    cdef public long block
+    cdef public list upstream_offsets
+    cdef public list peer_counts
+
+    cdef inline void add(self, int cell, int64_t n):
+        self.mine[cell] += n
+
+    cdef inline void status(self, int code):
+        if 0 <= code < N_STATUS:
+            self.mine[C_STATUS + code] += 1
+
+    cdef inline void rejected(self, int reason):
+        self.mine[C_REJECTED + reason] += 1
+
+    cdef void queue_depth(self, int upstream, int64_t depth)
+    cdef void peer_active(self, int upstream, int peer, int64_t delta)
+    cdef void observe(self, int upstream, double seconds)

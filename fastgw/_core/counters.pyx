@@ -1,0 +1,148 @@
+"""Per-worker counters in shared memory (design.md §7): the numbers behind stub_status and metrics.
+
+The master maps one anonymous MAP_SHARED region before it forks (fastgw.shm);
+every worker owns one block of int64 cells in it and is the only writer of
+that block, so an update is a plain add in the worker's own cache lines: no
+lock, no atomic read-modify-write, nothing shared to contend on. Readers (the
+worker that serves /stub_status or /metrics) sum the blocks of all workers;
+aligned 64-bit loads cannot tear on the platforms fastgw runs on.
+
+A block holds, as int64 cells: connection counts (accepted, handled, active,
+reading, writing, waiting), requests, a heartbeat (unix ms) and pid, overload
+rejections by reason, responses by status code (0..599), and per upstream:
+the queue depth, a latency histogram of upstream response times
+(N_BUCKETS cumulative-at-read buckets, sum in microseconds, count) and the
+requests in flight per peer.
+"""
+
+from libc.stdint cimport int64_t
+
+REASONS = ("worker_connections", "queue_full", "queue_timeout", "limit_req", "limit_conn",
+           "upstream_error", "upstream_timeout", "no_live_upstreams")
+REASON_CODES = {name: i for i, name in enumerate(REASONS)}
+# Upper bounds (seconds) of the upstream response histogram; the last is +Inf.
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+           60.0, float("inf"))
+cdef double[16] _BOUNDS
+for _i, _b in enumerate(BUCKETS):
+    _BOUNDS[_i] = _b if _b != float("inf") else 1e300
+
+# Per-upstream cells: depth, N_BUCKETS buckets, sum (us), count, then peers.
+UPSTREAM_FIXED = 1 + N_BUCKETS + 2
+
+
+def block_size(list peer_counts):
+    """Cells (int64) in one worker's block for upstreams with ``peer_counts`` peers each."""
+    return C_UPSTREAMS + sum(UPSTREAM_FIXED + n for n in peer_counts)
+
+
+cdef class Stats:
+    """The counters of ``workers`` worker blocks in ``buffer`` (a writable buffer, e.g. mmap).
+
+    ``slot`` is this process's block (writes go there; -1 for a reader only,
+    such as the master). ``peer_counts`` lists the peers of each upstream in
+    the configuration's order. Raises ValueError when the buffer is too small.
+    """
+
+    def __init__(self, buffer, int workers, int slot, list peer_counts):
+        cdef unsigned char[::1] view = buffer
+        self.buffer = buffer
+        self.workers = workers
+        self.slot = slot
+        self.peer_counts = list(peer_counts)
+        self.block = block_size(self.peer_counts)
+        if view.shape[0] < self.block * workers * 8:
+            raise ValueError("shared memory region too small for the counters")
+        self.base = <int64_t*>&view[0]
+        self.mine = self.base + (slot if slot >= 0 else 0) * self.block
+        offsets, at = [], C_UPSTREAMS
+        for n in self.peer_counts:
+            offsets.append(at)
+            at += UPSTREAM_FIXED + n
+        self.upstream_offsets = offsets
+
+    cdef void queue_depth(self, int upstream, int64_t depth):
+        self.mine[<int>self.upstream_offsets[upstream]] = depth
+
+    cdef void peer_active(self, int upstream, int peer, int64_t delta):
+        self.mine[<int>self.upstream_offsets[upstream] + UPSTREAM_FIXED + peer] += delta
+
+    cdef void observe(self, int upstream, double seconds):
+        cdef int at = <int>self.upstream_offsets[upstream] + 1
+        cdef int i = 0
+        while seconds > _BOUNDS[i] and i < N_BUCKETS - 1:
+            i += 1
+        self.mine[at + i] += 1
+        self.mine[at + N_BUCKETS] += <int64_t>(seconds * 1e6)
+        self.mine[at + N_BUCKETS + 1] += 1
+
+    # -- Python side (the worker loop, the status pages, tests) ------------------------
+    def set_cell(self, int cell, int64_t value):
+        """Set one cell of this worker's block (heartbeat, pid, up)."""
+        self.mine[cell] = value
+
+    def add_cell(self, int cell, int64_t n=1):
+        self.mine[cell] += n
+
+    def cell(self, int worker, int cell):
+        """One cell of one worker's block."""
+        return self.base[worker * self.block + cell]
+
+    def total(self, int cell):
+        """A cell summed over all workers."""
+        cdef int w
+        cdef int64_t n = 0
+        for w in range(self.workers):
+            n += self.base[w * self.block + cell]
+        return n
+
+    def clear_gauges(self, int worker):
+        """Zero what a dead worker held (connections by state, queue depths, requests in flight).
+
+        The master calls it before a slot's new worker starts; the cumulative
+        counters (accepted, requests, statuses, rejections, histograms) stay, as
+        nginx's stub_status totals survive a worker's restart.
+        """
+        cdef int64_t* p = self.base + worker * self.block
+        cdef int u, i, at
+        for i in (C_ACTIVE, C_READING, C_WRITING, C_WAITING, C_UP):
+            p[i] = 0
+        for u in range(len(self.peer_counts)):
+            at = self.upstream_offsets[u]
+            p[at] = 0
+            for i in range(self.peer_counts[u]):
+                p[at + UPSTREAM_FIXED + i] = 0
+
+    def snapshot(self):
+        """Everything summed over workers, as plain Python data (dict)."""
+        cdef int w, u, i, at
+        out = {
+            "accepted": self.total(C_ACCEPTED), "handled": self.total(C_HANDLED),
+            "active": self.total(C_ACTIVE), "reading": self.total(C_READING),
+            "writing": self.total(C_WRITING), "waiting": self.total(C_WAITING),
+            "requests": self.total(C_REQUESTS),
+            "rejected": {REASONS[i]: self.total(C_REJECTED + i) for i in range(N_REASONS)},
+            "status": {}, "workers": [], "upstreams": [],
+        }
+        for i in range(N_STATUS):
+            n = self.total(C_STATUS + i)
+            if n:
+                out["status"][i] = n
+        for w in range(self.workers):
+            out["workers"].append({"up": self.cell(w, C_UP), "pid": self.cell(w, C_PID),
+                                   "heartbeat_ms": self.cell(w, C_HEARTBEAT)})
+        for u in range(len(self.peer_counts)):
+            at = self.upstream_offsets[u]
+            out["upstreams"].append({
+                "queue_depth": self.total(at),
+                "buckets": [self.total(at + 1 + i) for i in range(N_BUCKETS)],
+                "sum_seconds": self.total(at + 1 + N_BUCKETS) / 1e6,
+                "count": self.total(at + 2 + N_BUCKETS),
+                "peer_active": [self.total(at + UPSTREAM_FIXED + i) for i in range(self.peer_counts[u])],
+            })
+        return out
+
+
+CELLS = {"accepted": C_ACCEPTED, "handled": C_HANDLED, "active": C_ACTIVE, "reading": C_READING,
+         "writing": C_WRITING, "waiting": C_WAITING, "requests": C_REQUESTS,
+         "heartbeat": C_HEARTBEAT, "pid": C_PID, "up": C_UP}

@@ -1,0 +1,112 @@
+"""stub_status and metrics through real processes: exact values after known traffic, summed over workers."""
+
+import re
+import socket
+import time
+
+from fastgw.testing.harness import parse_responses, raw_request, wait_until
+
+CONF = """
+worker_processes 2;
+error_log logs/error.log notice;
+events {{ worker_connections 512; }}
+http {{
+    access_log off;
+    upstream app {{ server 127.0.0.1:{backend} max_conns=1; queue 1 timeout=5s; keepalive 4; }}
+    server {{
+        listen 127.0.0.1:{{port}};
+        location / {{ proxy_pass http://app; }}
+        location = /basic_status {{ stub_status; }}
+        location = /metrics {{ metrics; }}
+        location = /teapot {{ return 418; }}
+    }}
+}}
+"""
+
+
+def get(port, path):
+    out = raw_request(port, b"GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % path.encode())
+    return parse_responses(out)[0]
+
+
+def metric(text, name, **labels):
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        m = re.match(r'(\w+)(?:\{(.*)\})? (\S+)$', line)
+        if m and m.group(1) == name:
+            got = ",".join(sorted((m.group(2) or "").split(","))) if m.group(2) else ""
+            if got == want:
+                return float(m.group(3))
+    raise AssertionError(f"no {name}{{{want}}} in metrics")
+
+
+def test_stub_status_is_nginx_format_and_exact(gateway, backend):
+    gw = gateway(CONF.format(backend=backend))
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
+        raw = (b"GET / HTTP/1.1\r\nHost: t\r\n\r\n" * 3 + b"GET /teapot HTTP/1.1\r\nHost: t\r\n\r\n"
+               + b"GET /basic_status HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        s.sendall(raw)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    responses = parse_responses(data)
+    assert [r[0] for r in responses] == [200, 200, 200, 418, 200]
+    body = responses[-1][2].decode()
+    # One connection, five requests counted when they began (as nginx counts).
+    assert body == ("Active connections: 1 \nserver accepts handled requests\n 1 1 5 \n"
+                    "Reading: 0 Writing: 1 Waiting: 0 \n")
+
+
+def test_metrics_sum_the_counters_of_every_worker(gateway, backend):
+    gw = gateway(CONF.format(backend=backend))
+    paths = ["/", "/", "/?status=404", "/teapot", "/?status=500"] * 4
+    assert [get(gw.port, p)[0] for p in paths] == [200, 200, 404, 418, 500] * 4
+
+    def settled():
+        text = get(gw.port, "/metrics")[2].decode()
+        return text if metric(text, "fastgw_connections_active") == 1 else None
+
+    text = wait_until(settled, timeout=5, interval=0.2, message="connections to close")
+    # Every request on its own connection: SO_REUSEPORT spreads them over both
+    # workers, and the page (served by either) counts them all.
+    scrapes = metric(text, "fastgw_connections_accepted_total") - len(paths)
+    assert scrapes >= 1
+    assert metric(text, "fastgw_connections_handled_total") == len(paths) + scrapes
+    assert metric(text, "fastgw_requests_total", status="200") == 8 + scrapes - 1
+    assert metric(text, "fastgw_requests_total", status="404") == 4
+    assert metric(text, "fastgw_requests_total", status="418") == 4
+    assert metric(text, "fastgw_requests_total", status="500") == 4
+    assert metric(text, "fastgw_upstream_response_seconds_count", upstream="app") == 16
+    assert metric(text, "fastgw_worker_up", worker="0") == 1
+    assert metric(text, "fastgw_worker_up", worker="1") == 1
+
+
+def test_overload_metrics(gateway, backend):
+    import threading
+    gw = gateway(CONF.format(backend=backend).replace("worker_processes 2;", "worker_processes 1;"))
+    # Two slow requests hold the only slot and the only queue place; the third is refused.
+    held = [threading.Thread(target=get, args=(gw.port, "/?latency=1500")) for _ in range(2)]
+    for t in held:
+        t.start()
+        time.sleep(0.2)
+    assert get(gw.port, "/?latency=10")[0] == 503
+    during = get(gw.port, "/metrics")[2].decode()
+    assert metric(during, "fastgw_upstream_queue_depth", upstream="app") == 1
+    assert metric(during, "fastgw_upstream_active", upstream="app", peer=f"127.0.0.1:{backend}") == 1
+    assert metric(during, "fastgw_requests_rejected_total", reason="queue_full") == 1
+    assert metric(during, "fastgw_requests_total", status="503") == 1
+    for t in held:
+        t.join(10)
+    after = get(gw.port, "/metrics")[2].decode()
+    assert metric(after, "fastgw_upstream_queue_depth", upstream="app") == 0
+    assert metric(after, "fastgw_upstream_active", upstream="app", peer=f"127.0.0.1:{backend}") == 0
+    assert metric(after, "fastgw_requests_rejected_total", reason="queue_timeout") == 0
+    assert metric(after, "fastgw_upstream_response_seconds_count", upstream="app") == 2
+    assert metric(after, "fastgw_upstream_response_seconds_bucket", upstream="app", le="1.0") == 0
+    # Measured from the request's start upstream: queue time is not upstream time.
+    assert metric(after, "fastgw_upstream_response_seconds_bucket", upstream="app", le="2.5") == 2
