@@ -243,6 +243,9 @@ class Master:
             if slot is None:
                 continue
             slot.pid = None
+            # Zone slots the dead worker held are given back to the others.
+            self.stats.release_worker(slot.index, self.zones.zoned)
+            self.stats.clear_gauges(slot.index)
             how = _describe(status)
             if self.stopping:
                 self.log.log("notice", f"worker process {pid} {how}")

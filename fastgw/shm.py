@@ -7,8 +7,9 @@ peers, in the configuration's order.
 """
 
 import mmap
+import os
 
-from fastgw._core.counters import Stats, block_size
+from fastgw._core.counters import Stats, region_size
 
 
 class Zones:
@@ -23,10 +24,17 @@ class Zones:
         self.upstreams = list(config.http.upstreams)
         self.peers = [[s.address for s in config.http.upstreams[name].servers]
                       for name in self.upstreams]
-        cells = block_size([len(p) for p in self.peers]) * self.workers
-        size = max(mmap.PAGESIZE, -(-cells * 8 // mmap.PAGESIZE) * mmap.PAGESIZE)
+        nbytes = region_size(self.workers, [len(p) for p in self.peers])
+        size = max(mmap.PAGESIZE, -(-nbytes // mmap.PAGESIZE) * mmap.PAGESIZE)
         self.stats_region = mmap.mmap(-1, size, flags=mmap.MAP_SHARED,
                                       prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        # Upstreams with a zone, by index: their max_conns counts are shared.
+        self.zoned = [i for i, name in enumerate(self.upstreams)
+                      if config.http.upstreams[name].zone]
+        # One eventfd per worker slot: a worker that frees a zone slot wakes the
+        # workers that have requests queued for it (design.md §6).
+        self.wake_fds = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+                         for _ in range(self.workers)] if self.zoned else []
 
     def stats(self, slot):
         """The counters as seen by worker ``slot`` (writes go to its own block)."""
@@ -34,3 +42,18 @@ class Zones:
 
     def upstream_index(self, name):
         return self.upstreams.index(name)
+
+    def waker(self, stats, slot):
+        """For worker ``slot``: a function of an upstream index that wakes the other
+        workers with requests queued for that upstream (one eventfd write each)."""
+        others = [w for w in range(self.workers) if w != slot]
+        fds = self.wake_fds
+
+        def wake(upstream):
+            for w in others:
+                if stats.queue_depth_of(w, upstream) > 0:
+                    try:
+                        os.eventfd_write(fds[w], 1)
+                    except BlockingIOError:
+                        pass  # already signalled and not yet read
+        return wake

@@ -28,7 +28,7 @@ from setproctitle import setproctitle
 
 from fastgw import runtime
 from fastgw._core.counters import CELLS
-from fastgw._core.proxy import Runtime
+from fastgw._core.proxy import Runtime, service_queue
 from fastgw.observe.error_log import Logs
 from fastgw.shm import Zones
 
@@ -87,6 +87,7 @@ class Worker:
         self.rt.stats = self.stats
         self.rt.pages = runtime.status_pages(self.stats, self.zones)
         self.pools = runtime.build_pools(self.config, self.loop)
+        self.use_zones()
         self.listeners = runtime.build_listeners(self.config, self.rt, self.sockets, self.logs,
                                                  self.access_logs, self.pools)
         for listener in self.listeners:
@@ -105,6 +106,30 @@ class Worker:
             self.access_logs.close()
             self.logs.close()
         return self.exit_code
+
+    def use_zones(self):
+        """Share max_conns counts of zoned upstreams and listen for wake-ups from other workers."""
+        if not self.zones.zoned:
+            return
+        waker = self.zones.waker(self.stats, self.slot)
+        self.zoned_pools = []
+        for name, pool in self.pools.items():
+            index = self.zones.upstream_index(name)
+            if index in self.zones.zoned:
+                for peer in pool.balancer.peers:
+                    peer.use_zone(self.stats, index)
+                pool.waker = waker
+                self.zoned_pools.append(pool)
+        fd = self.zones.wake_fds[self.slot]
+        self.loop.add_reader(fd, self._woken, fd)
+
+    def _woken(self, fd):
+        try:
+            os.eventfd_read(fd)
+        except BlockingIOError:
+            return
+        for pool in self.zoned_pools:
+            service_queue(pool)
 
     def notify(self, message):
         """Send one msgpack frame to the master (best effort)."""

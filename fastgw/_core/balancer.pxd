@@ -1,4 +1,9 @@
+from libc.stdint cimport int64_t
+
+
 cdef class Peer:
+    # The zone's shared count of requests in flight (NULL without a zone).
+    cdef int64_t* shared_active
     cdef public str host
     cdef public int port
     cdef public int weight
@@ -18,3 +23,5 @@ cdef class RoundRobin:
     cdef int n
     cdef public bint bounded
     cdef Peer pick(self)
+    cdef Peer _choose(self)
+    cdef void release(self, Peer peer)

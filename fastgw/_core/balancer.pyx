@@ -1,11 +1,18 @@
 """Peers and nginx's smooth weighted round robin.
 
+With a ``zone``, a peer's ``max_conns`` holds across workers: its count of
+requests in flight is a shared cell, and ``pick`` takes a slot with a
+compare-and-swap (never more than ``max_conns`` in flight, whichever worker
+asks); ``release`` gives it back.
+
 ``RoundRobin.pick`` is ngx_http_upstream_get_peer: every peer's current weight
 grows by its effective weight, the largest wins and gives back the total. With
 weights 5, 1, 1 the order is a a b a c a a: spread out, not bursty. Other
 balancers (least_conn, hash, random two) come with the resilience issue and
 will decorate the same Peer objects.
 """
+
+from fastgw._core.counters cimport Stats, fg_atomic_add, fg_atomic_load, fg_try_acquire
 
 
 cdef class Peer:
@@ -27,9 +34,22 @@ cdef class Peer:
         self.effective_weight = weight
         self.active = 0
         self.idle = []
+        self.shared_active = NULL
+
+    def use_zone(self, Stats stats, int upstream):
+        """Count this peer's requests in flight in the zone of ``stats`` (upstream index)."""
+        self.shared_active = stats.peer_shared(upstream, self.index)
 
     def __repr__(self):
         return f"Peer({self.address}, weight={self.weight})"
+
+
+cdef inline bint _busy(Peer peer):
+    if peer.max_conns <= 0:
+        return False
+    if peer.shared_active != NULL:
+        return fg_atomic_load(peer.shared_active) >= peer.max_conns
+    return peer.active >= peer.max_conns
 
 
 cdef class RoundRobin:
@@ -48,17 +68,35 @@ cdef class RoundRobin:
         self.bounded = any((<Peer>p).max_conns > 0 for p in peers)
 
     cdef Peer pick(self):
+        """The next peer with a free slot, its zone slot taken; None when all are full."""
+        cdef Peer best
+        cdef int tries
+        for tries in range(self.n + 1):
+            best = self._choose()
+            if best is None or best.shared_active == NULL or best.max_conns <= 0:
+                return best
+            if fg_try_acquire(best.shared_active, best.max_conns):
+                return best
+            # Another worker took the last slot meanwhile: it is full now, look again.
+        return None
+
+    cdef void release(self, Peer peer):
+        """Give back a zone slot taken by pick (nothing to do without a zone)."""
+        if peer.shared_active != NULL and peer.max_conns > 0:
+            fg_atomic_add(peer.shared_active, -1)
+
+    cdef Peer _choose(self):
         cdef Peer peer, best = None
         cdef int total = 0
         cdef Py_ssize_t i
         if self.n == 1:
             peer = <Peer>self.peers[0]
-            if self.bounded and peer.active >= peer.max_conns:
+            if self.bounded and _busy(peer):
                 return None
             return peer
         for i in range(self.n):
             peer = <Peer>self.peers[i]
-            if self.bounded and peer.max_conns > 0 and peer.active >= peer.max_conns:
+            if self.bounded and _busy(peer):
                 continue
             peer.current_weight += peer.effective_weight
             total += peer.effective_weight

@@ -1,5 +1,29 @@
 from libc.stdint cimport int64_t
 
+cdef extern from *:
+    """
+    /* GCC/Clang atomics on shared-memory cells (fastgw zones). */
+    static inline int64_t fg_atomic_add(int64_t *p, int64_t v) {
+        return __atomic_add_fetch(p, v, __ATOMIC_SEQ_CST);
+    }
+    static inline int64_t fg_atomic_load(int64_t *p) {
+        return __atomic_load_n(p, __ATOMIC_SEQ_CST);
+    }
+    /* Take one slot if fewer than `limit` are taken; 1 on success. */
+    static inline int fg_try_acquire(int64_t *p, int64_t limit) {
+        int64_t cur = __atomic_load_n(p, __ATOMIC_SEQ_CST);
+        while (cur < limit) {
+            if (__atomic_compare_exchange_n(p, &cur, cur + 1, 0, __ATOMIC_SEQ_CST,
+                                            __ATOMIC_SEQ_CST))
+                return 1;
+        }
+        return 0;
+    }
+    """
+    int64_t fg_atomic_add(int64_t* p, int64_t v) nogil
+    int64_t fg_atomic_load(int64_t* p) nogil
+    int fg_try_acquire(int64_t* p, int64_t limit) nogil
+
 cdef enum:
     # Cells of a worker's block (int64 each).
     C_ACCEPTED = 0
@@ -39,6 +63,8 @@ cdef class Stats:
     cdef public long block
     cdef public list upstream_offsets
     cdef public list peer_counts
+    cdef int64_t* zone_base
+    cdef public list zone_offsets
 
     cdef inline void add(self, int cell, int64_t n):
         self.mine[cell] += n
@@ -53,3 +79,4 @@ cdef class Stats:
     cdef void queue_depth(self, int upstream, int64_t depth)
     cdef void peer_active(self, int upstream, int peer, int64_t delta)
     cdef void observe(self, int upstream, double seconds)
+    cdef int64_t* peer_shared(self, int upstream, int peer)

@@ -36,6 +36,11 @@ def block_size(list peer_counts):
     return C_UPSTREAMS + sum(UPSTREAM_FIXED + n for n in peer_counts)
 
 
+def region_size(int workers, list peer_counts):
+    """Bytes for ``workers`` blocks plus the zone area (one shared cell per peer)."""
+    return (block_size(peer_counts) * workers + sum(peer_counts)) * 8
+
+
 cdef class Stats:
     """The counters of ``workers`` worker blocks in ``buffer`` (a writable buffer, e.g. mmap).
 
@@ -51,7 +56,7 @@ cdef class Stats:
         self.slot = slot
         self.peer_counts = list(peer_counts)
         self.block = block_size(self.peer_counts)
-        if view.shape[0] < self.block * workers * 8:
+        if view.shape[0] < region_size(workers, self.peer_counts):
             raise ValueError("shared memory region too small for the counters")
         self.base = <int64_t*>&view[0]
         self.mine = self.base + (slot if slot >= 0 else 0) * self.block
@@ -60,6 +65,38 @@ cdef class Stats:
             offsets.append(at)
             at += UPSTREAM_FIXED + n
         self.upstream_offsets = offsets
+        # After the worker blocks: one cell per peer, shared by all workers and
+        # updated atomically (the requests in flight to a peer of a zoned upstream).
+        self.zone_base = self.base + self.block * workers
+        offsets, at = [], 0
+        for n in self.peer_counts:
+            offsets.append(at)
+            at += n
+        self.zone_offsets = offsets
+
+    cdef int64_t* peer_shared(self, int upstream, int peer):
+        return self.zone_base + <int>self.zone_offsets[upstream] + peer
+
+    def shared_active(self, int upstream, int peer):
+        """The zone's count of requests in flight to a peer (all workers)."""
+        return fg_atomic_load(self.peer_shared(upstream, peer))
+
+    def release_worker(self, int worker, list zoned):
+        """Give back the zone slots a dead worker held: ``zoned`` lists upstream indices.
+
+        The master calls it when it reaps a worker, before clear_gauges.
+        """
+        cdef int u, i
+        cdef int64_t held
+        for u in zoned:
+            for i in range(self.peer_counts[u]):
+                held = self.base[worker * self.block + <int>self.upstream_offsets[u] + UPSTREAM_FIXED + i]
+                if held:
+                    fg_atomic_add(self.peer_shared(u, i), -held)
+
+    def queue_depth_of(self, int worker, int upstream):
+        """A worker's queue depth for an upstream (to decide whom to wake)."""
+        return self.base[worker * self.block + <int>self.upstream_offsets[upstream]]
 
     cdef void queue_depth(self, int upstream, int64_t depth):
         self.mine[<int>self.upstream_offsets[upstream]] = depth

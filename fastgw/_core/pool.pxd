@@ -18,6 +18,7 @@ cdef class UpstreamPool:
     cdef public object queue_timer
     cdef public set paused_waiters
     cdef public object log_throttle
+    cdef public object waker
     cdef object _trimmer
 
     cpdef object acquire(self, Peer peer)

@@ -50,6 +50,9 @@ cdef class UpstreamPool:
         self.queue_timer = None
         self.paused_waiters = set()
         self.log_throttle = None
+        # With a zone: called with the upstream index when a slot is freed, to
+        # wake the other workers that have requests queued (fastgw.worker).
+        self.waker = None
         self._trimmer = None
 
     cpdef object acquire(self, Peer peer):

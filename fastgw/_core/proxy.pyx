@@ -985,6 +985,7 @@ cdef class Downstream:
         if pool.paused_waiters:
             pool.paused_waiters.discard(r)
         if self.closing or r.done:
+            pool.balancer.release(peer)  # the slot pick() took for it
             return
         self._to_peer(r, pool, peer)
         self._maybe_resume()
@@ -1811,6 +1812,10 @@ cdef class UpstreamConn:
             self.peer.active -= 1
             self.rt.stats.peer_active(self.pool.index, self.peer.index, -1)
             self.counted = False
+            self.pool.balancer.release(self.peer)
+            if self.pool.waker is not None:
+                # A zone slot is free: other workers may have requests waiting for it.
+                self.pool.waker(self.pool.index)
         self.req = None
         self.ds = None
         self.sending = False
@@ -1939,6 +1944,11 @@ cdef void _service_queue(UpstreamPool pool):
 
 
 def _service_queue_soon(UpstreamPool pool):
+    _service_queue(pool)
+
+
+def service_queue(UpstreamPool pool):
+    """Give free slots to queued requests (a worker calls it when another wakes it)."""
     _service_queue(pool)
 
 

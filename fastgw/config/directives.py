@@ -157,6 +157,15 @@ def _queue(args):
     return (size, timeout)
 
 
+def _zone(args):
+    name = args[0]
+    if not name or not all(c.isalnum() or c in "_-" for c in name):
+        raise ValueError(f'invalid zone name "{name}"')
+    if len(args) == 2:
+        units.parse_size(args[1])
+    return name
+
+
 def _planned(name, contexts, nargs, issue, doc):
     return Directive(name, frozenset(contexts), nargs, doc, planned=issue)
 
@@ -300,7 +309,11 @@ DIRECTIVES = [
     Directive("keepalive_requests@upstream", frozenset({UPSTREAM}), (1, 1),
               "`keepalive_requests` in upstream: most requests sent over one upstream connection.",
               _INT, default="1000"),
-    _planned("zone", {UPSTREAM}, (1, 2), "#3", "Shared-memory zone of an upstream."),
+    Directive("zone", frozenset({UPSTREAM}), (1, 2),
+              "`zone NAME [SIZE]`: the upstream's `max_conns` counts are shared by all workers "
+              "(atomic counters in shared memory); a slot freed in one worker wakes the others "
+              "that have requests queued. SIZE is accepted for nginx compatibility; fastgw sizes "
+              "the zone itself.", _zone),
     Directive("queue", frozenset({UPSTREAM}), (1, 2),
               "`queue N [timeout=T]` (NGINX Plus syntax): when every peer is at `max_conns`, up "
               "to N requests per worker wait for a slot, at most T (default 60s); beyond, 503 "

@@ -261,6 +261,7 @@ class _Builder:
             keepalive_requests=values.get("keepalive_requests@upstream", 1000),
             queue=queue,
             queue_timeout=queue_timeout,
+            zone=values.get("zone"),
         )
 
     def upstream_server(self, node):

@@ -78,7 +78,8 @@ class Upstream:
     upstream connection is closed after each response, as nginx without
     ``keepalive``); ``keepalive_timeout`` seconds; ``keepalive_requests`` a
     count; ``queue`` how many requests may wait for a peer under
-    ``max_conns``, per worker, at most ``queue_timeout`` seconds.
+    ``max_conns``, per worker, at most ``queue_timeout`` seconds; ``zone``
+    names the shared zone that makes ``max_conns`` hold across workers.
     """
 
     name: str
@@ -89,6 +90,7 @@ class Upstream:
     implicit: bool = False
     queue: int = 0
     queue_timeout: float = 60.0
+    zone: str = None
 
 
 @dataclass(frozen=True)

@@ -174,6 +174,8 @@ VALID = [
      lambda c: (c.http.upstreams["backend"].queue, c.http.upstreams["backend"].queue_timeout),
      (8, 0.5)),
     ("priority", "location", "priority 3;", lambda c: settings(c).priority, 3),
+    ("zone", "upstream", "zone backend 64k;", lambda c: c.http.upstreams["backend"].zone, "backend"),
+    ("zone", "upstream", "zone shared;", lambda c: c.http.upstreams["backend"].zone, "shared"),
     ("priority", "http", "priority 15;", lambda c: settings(c).priority, 15),
 ]
 
@@ -1235,3 +1237,10 @@ def test_status_pages(tmp_path):
     assert [e.message for e in errors] == ['invalid parameter "yes" in "stub_status" directive']
     errors = errors_of(tmp_path, conf(server="stub_status;"))
     assert [e.message for e in errors] == ['"stub_status" directive is not allowed here']
+
+
+def test_zone_errors(tmp_path):
+    errors = errors_of(tmp_path, conf(upstream="zone bad/name;"))
+    assert [e.message for e in errors] == ['invalid zone name "bad/name" in "zone" directive']
+    errors = errors_of(tmp_path, conf(upstream="zone z 1q;"))
+    assert [e.message for e in errors] == ['invalid size "1q" in "zone" directive']
