@@ -19,6 +19,7 @@ cdef class Runtime:
     cdef public object refuse_throttle
     cdef public Stats stats
     cdef public dict pages
+    cdef public dict lingering
 
     cdef void conn_closed(self, object conn)
 

@@ -80,6 +80,9 @@ KIND_STATUS = K_STATUS
 
 # Seconds between checks that clients of queued requests with a body are still there.
 cdef double PEEK_INTERVAL = 0.25
+# Lingering close of refused connections: seconds, and how many at once per worker.
+cdef double LINGER = 2.0
+cdef int MAX_LINGERING = 1024
 
 cdef bytes CRLF = b"\r\n"
 cdef bytes CHUNK_END = b"0\r\n\r\n"
@@ -117,6 +120,7 @@ cdef class Runtime:
         self.refuse_throttle = Throttle()
         self.stats = None
         self.pages = {}
+        self.lingering = {}
 
     cdef void conn_closed(self, object conn):
         self.connections.discard(conn)
@@ -376,13 +380,23 @@ cdef class Listener:
             rt.error_log.log("alert", f"{rt.worker_connections} worker_connections are not "
                                       f"enough{more}")
         try:
+            sock.setblocking(False)
             sock.send(OVERLOADED)
-            # Shut our side first so the response is not destroyed by a reset if the
-            # client had sent data we did not read; the kernel then closes the rest.
             sock.shutdown(socket.SHUT_WR)
         except OSError:
-            pass
-        sock.close()
+            sock.close()
+            return
+        # Lingering close (design.md §6): closing a socket with the client's
+        # request still unread makes the kernel send a reset that can destroy the
+        # 503 before the client reads it. Read and discard for up to LINGER
+        # seconds, or until the client closes; bounded in number too.
+        if len(rt.lingering) >= MAX_LINGERING:
+            sock.close()
+            return
+        fd = sock.fileno()
+        rt.lingering[fd] = sock
+        rt.loop.add_reader(fd, _linger_read, rt, fd)
+        rt.loop.call_later(LINGER, _linger_end, rt, fd, sock)
 
 
 # -- downstream ------------------------------------------------------------------------------
@@ -392,6 +406,28 @@ def _accepted(proto, task):
     # connection_made/connection_lost: release its slot here.
     if task.cancelled() or task.exception() is not None:
         (<Downstream>proto).connection_lost(None)
+
+
+def _linger_read(Runtime rt, int fd):
+    sock = rt.lingering.get(fd)
+    if sock is None:
+        return
+    try:
+        while sock.recv(65536):
+            pass
+    except (BlockingIOError, InterruptedError):
+        return
+    except OSError:
+        pass
+    _linger_end(rt, fd, sock)  # EOF or error: the client is done
+
+
+def _linger_end(Runtime rt, int fd, sock):
+    if rt.lingering.get(fd) is not sock:
+        return
+    del rt.lingering[fd]
+    rt.loop.remove_reader(fd)
+    sock.close()
 
 
 class _Reject(Exception):

@@ -162,6 +162,16 @@ def test_worker_connections_overflow_is_503_not_a_hang(gateway, backend):
         assert out.startswith(b"HTTP/1.1 503")
         assert b"Retry-After: " in out and b"Connection: close" in out
         assert time.monotonic() - t0 < 1.0
+        # A client still sending a body it was not asked for must read the 503 too
+        # (lingering close: no reset destroys the response).
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as c:
+                try:
+                    c.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 200000\r\n\r\n"
+                              + b"b" * 200000)
+                except OSError:
+                    pass
+                assert c.recv(100).startswith(b"HTTP/1.1 503")
     finally:
         for s in held:
             s.close()
