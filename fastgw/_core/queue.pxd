@@ -19,6 +19,7 @@ cdef class RequestQueue:
     cdef public object displaced
     cdef public double last_wait
     cdef double last_pop
+    cdef double busy_since
     cdef double interval
     cdef long pops
 

@@ -57,6 +57,7 @@ cdef class RequestQueue:
             self.tails[i] = -1
             self.live[i] = 0
         self.last_pop = 0.0
+        self.busy_since = 0.0
         self.interval = 0.0
         self.pops = 0
 
@@ -86,6 +87,10 @@ cdef class RequestQueue:
             self.displaced = self._take(self.tails[v])
         self.nfree -= 1
         slot = self.free[self.nfree]
+        if self.depth == 0:
+            # The queue starts waiting now: a drain "stall" is measured from here,
+            # not from a departure long before (an empty queue has nothing to drain).
+            self.busy_since = now
         self.items[slot] = item
         self.cls_[slot] = c
         self.stamps[slot] = now
@@ -179,12 +184,16 @@ cdef class RequestQueue:
     cpdef double expected_wait(self, int priority, double now):
         """Seconds a new item of ``priority`` would wait, from the drain rate; 0 without history."""
         cdef double interval = self.interval
+        cdef double since
         if self.pops < 2 or interval <= 0:
             return 0.0
-        # Time since the last departure counts too: a queue that stopped draining
-        # must not keep promising its old rate.
-        if now - self.last_pop > interval:
-            interval = now - self.last_pop
+        if self.depth:
+            # While requests wait, the time since the last departure (or since they
+            # began waiting) counts too: a queue that stopped draining must not keep
+            # promising its old rate.
+            since = now - (self.last_pop if self.last_pop > self.busy_since else self.busy_since)
+            if since > interval:
+                interval = since
         return (self.ahead(priority) + 1) * interval
 
     cpdef int retry_after(self, double now, int cap=30):

@@ -137,3 +137,19 @@ def test_ahead_counts_equal_and_higher_priorities():
     for prio in (0, 1, 1, 3, 5):
         q.push(prio, prio, 0.0)
     assert [q.ahead(p) for p in (0, 1, 2, 3, 9)] == [1, 3, 3, 4, 5]
+
+
+def test_an_empty_queue_after_a_quiet_spell_promises_a_short_wait():
+    """Regression: the stall rule once measured from the last departure even when
+    nothing waited, so after a quiet second every arrival was rejected early."""
+    q = RequestQueue(64, timeout=1.0)
+    for i in range(4):
+        q.push(i, 0, 0.0)
+    for i in range(4):
+        q.pop(0.01 * i)
+    assert len(q) == 0
+    assert q.expected_wait(0, 5.0) == pytest.approx(0.01)
+    assert q.retry_after(5.0) == 1
+    # Once something waits and nothing leaves, the stall counts from its arrival.
+    q.push("w", 0, 5.0)
+    assert q.expected_wait(0, 5.5) == pytest.approx(2 * 0.5)
