@@ -1012,7 +1012,7 @@ cdef class Downstream:
         r.overload = reason
         self.rt.stats.rejected(R_QUEUE_TIMEOUT if reason == "queue_timeout" else R_QUEUE_FULL)
         # A body left unread: the response says close and lingers (design.md §6).
-        self._respond(r, 503, None, b"Retry-After: %d\r\n" % retry, not r.body_done)
+        self._respond(r, 503, None, b"Retry-After: %d\r\n" % retry, _unread_body(r))
 
     cdef _dequeued(self, Request r, UpstreamPool pool, Peer peer, double now):
         """A slot freed up for ``r``, which waited ``now - r.queued_at`` seconds."""
@@ -1217,7 +1217,7 @@ cdef class Downstream:
         r.upstream = None
         if self.closing or r.done:
             return
-        self._respond(r, status, None, b"", not r.body_done)
+        self._respond(r, status, None, b"", _unread_body(r))
 
     cdef upstream_broke(self, Request r):
         """The upstream failed mid-response: the client connection cannot be saved."""
@@ -1318,6 +1318,18 @@ cdef class Downstream:
             r.done = True
             self._log_request(r)
         self._close()
+
+
+cdef inline bint _unread_body(Request r):
+    """True while a body the request announced is still (partly) unread.
+
+    A request without Content-Length or Transfer-Encoding has no body: it is
+    complete at its head, and answering it early leaves the connection
+    reusable (on_message_complete has simply not run yet).
+    """
+    if r.body_done:
+        return False
+    return r.chunked or (r.content_length is not None and r.content_length.strip() != b"0")
 
 
 cdef int _te_status(bytes te, bint http11):

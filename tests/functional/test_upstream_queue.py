@@ -88,6 +88,31 @@ def test_without_queue_a_busy_upstream_is_503_at_once(gateway, backend):
     assert all(r[2] < 0.6 for r in results if r[0] == 503)
 
 
+def test_rejected_request_without_body_keeps_its_connection(gateway, backend):
+    """A 503 for a request with no body leaves nothing unread: the connection stays
+    open for the client's next request (under overload, a reconnect per rejection
+    would cost more than the rejection itself)."""
+    gw = gateway(conf(backend, queue="", max_conns=1))
+    results = {}
+    t = threading.Thread(target=timed_request, args=(gw.port, "/?latency=1500", results, "busy"))
+    t.start()
+    time.sleep(0.4)
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as c:
+        c.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        first = b""
+        while b"\r\n\r\n" not in first:
+            first += c.recv(4096)
+        assert first.startswith(b"HTTP/1.1 503") and b"Connection: close" not in first
+        t.join(5)
+        c.sendall(b"GET /?latency=10 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        rest = b""
+        while chunk := c.recv(65536):
+            rest += chunk
+    statuses = [r[0] for r in parse_responses(first + rest)]
+    assert statuses == [503, 200]
+    assert results["busy"][0] == 200
+
+
 def test_queue_timeout(gateway, backend):
     gw = gateway(conf(backend, queue="queue 4 timeout=1s;", max_conns=1))
     results = fire(gw.port, ["/?latency=3000"] + ["/?latency=10"] * 3, spacing=0.05)
@@ -181,7 +206,9 @@ def test_worker_connections_overflow_is_503_not_a_hang(gateway, backend):
 def test_zone_shares_max_conns_and_slots_across_workers(gateway, backend):
     """With a zone, max_conns holds across workers, and a slot freed in one worker
     serves a request queued in another at once (each worker is woken by an eventfd)."""
-    gw = gateway(conf(backend, queue="queue 8 timeout=10s; zone app 64k;", max_conns=1,
+    # queue 12: SO_REUSEPORT hashes connections to workers, so one worker may get
+    # nearly all twelve; each must be able to queue them all.
+    gw = gateway(conf(backend, queue="queue 12 timeout=10s; zone app 64k;", max_conns=1,
                       workers=2))
     reset(backend)
     t0 = time.monotonic()
