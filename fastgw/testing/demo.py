@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 from fastgw.testing.backend import start_backend, stop_backend
 from fastgw.testing.harness import wait_until
@@ -68,7 +69,11 @@ def main(argv=None):
         _show(args.port, "/hello?size=20")
         _show(args.port, "/api/users?size=12")
         _show(args.port, "/healthz")
+        print(f"\nGET /stub_status (nginx's format, summed over workers):")
+        with urllib.request.urlopen(f"http://127.0.0.1:{args.port}/stub_status", timeout=10) as resp:
+            print("    " + resp.read().decode().rstrip().replace("\n", "\n    "))
         print(f"\ntry: curl -i http://127.0.0.1:{args.port}/   |   wrk -t1 -c50 -d5s http://127.0.0.1:{args.port}/")
+        print(f"     curl http://127.0.0.1:{args.port}/metrics   (Prometheus)")
         print(f"logs: {os.path.join(args.prefix, 'logs')}/   stop: Ctrl-C\n")
         while not stop and gw.poll() is None:
             time.sleep(0.2)
