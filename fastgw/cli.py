@@ -118,18 +118,18 @@ def main(conf, prefix, directives, test, dump, signal_name, version, version_ful
     from fastgw.master import Master, MasterError, send_signal
 
     if signal_name:
-        if signal_name == "reload":
-            # Until the lifecycle issue lands the master ignores HUP; say so here
-            # rather than report a reload that does not happen.
-            _err("[error] reload is not supported yet by this version of fastgw; "
-                 "restart it (fastgw -s quit, then fastgw) to apply a new configuration")
-            sys.exit(1)
         try:
             send_signal(config.pid, signal_name)
         except MasterError as exc:
             _err(f"[error] {exc}")
             sys.exit(1)
         sys.exit(0)
+
+    def reload_config():
+        # HUP: the same file, prefix and -g directives; errors keep the running one.
+        config = load(path, prefix, directives)
+        check_files(config)
+        return config
 
     from fastgw._core import check_compiled
 
@@ -140,7 +140,7 @@ def main(conf, prefix, directives, test, dump, signal_name, version, version_ful
         _err(f"[emerg] {exc}")
         sys.exit(1)
     try:
-        code = Master(config, ["fastgw"] + sys.argv[1:]).run()
+        code = Master(config, ["fastgw"] + sys.argv[1:], reload_config).run()
     except MasterError as exc:
         _err(f"[emerg] {exc}")
         sys.exit(1)

@@ -2,17 +2,22 @@
 
 The master forks a worker per slot and hands it the slot's SO_REUSEPORT
 sockets (one per ``listen`` address). The worker builds its tables from the
-configuration, tells the master it is ready (a msgpack frame on its pipe),
-and then serves. Signals, as nginx's workers take them from their master:
+configuration, tells the master it is ready and then serves. The master and
+the worker share a socketpair carrying msgpack frames: the worker sends
+``{"event": "ready"}`` once and ``{"event": "heartbeat"}`` each second (the
+master kills a worker that stays silent, fastgw.master); the master sends
+commands, which the same signals also give, as nginx's workers take them:
 
-* QUIT: graceful stop. Stop accepting (the socket stays open in the master, so
-  connections wait in its accept queue for the next worker), close idle
-  keep-alive connections, finish in-flight requests (their responses say
-  ``Connection: close``), exit; ``worker_shutdown_timeout`` bounds it.
-* TERM, INT: fast stop: close everything and exit.
-* USR1: reopen log files.
+* ``quit`` / QUIT: graceful stop. Stop accepting (the socket stays open in the
+  master, so connections wait in its accept queue for the next worker), close
+  idle keep-alive connections, finish in-flight and queued requests (their
+  responses say ``Connection: close``), exit; ``worker_shutdown_timeout``
+  bounds it.
+* ``stop`` / TERM, INT: fast stop: close everything and exit.
+* ``reopen`` / USR1: reopen log files.
 
-A worker whose master disappears exits on its own (checked once a second).
+A worker whose master disappears (its channel closes, or its parent pid
+changes) exits on its own.
 """
 
 import asyncio
@@ -39,16 +44,17 @@ class Worker:
     """A worker for one slot.
 
     ``config``: the Config; ``slot``: its index; ``sockets``: list of
-    ``(Listen, socket)``; ``status_fd``: the write end of the pipe to the
-    master (or None); ``master_pid``: the pid to watch.
+    ``(Listen, socket)``; ``channel``: the worker's end of the socketpair to
+    the master (or None); ``master_pid``: the pid to watch.
     """
 
-    def __init__(self, config, slot, sockets, status_fd=None, master_pid=None, zones=None):
+    def __init__(self, config, slot, sockets, channel=None, master_pid=None, zones=None):
         self.config = config
         self.zones = zones
         self.slot = slot
         self.sockets = sockets
-        self.status_fd = status_fd
+        self.channel = channel
+        self.unpacker = msgpack.Unpacker()
         self.master_pid = master_pid or os.getppid()
         self.loop = None
         self.rt = None
@@ -97,6 +103,9 @@ class Worker:
         self.loop.add_signal_handler(signal.SIGINT, self.fast_stop)
         self.loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
         self.loop.add_signal_handler(signal.SIGHUP, lambda: None)
+        if self.channel is not None:
+            self.channel.setblocking(False)
+            self.loop.add_reader(self.channel.fileno(), self._on_channel)
         self.loop.call_later(TICK, self.tick)
         self.notify({"event": "ready", "slot": self.slot, "pid": os.getpid()})
         try:
@@ -132,18 +141,44 @@ class Worker:
             service_queue(pool)
 
     def notify(self, message):
-        """Send one msgpack frame to the master (best effort)."""
-        if self.status_fd is None:
+        """Send one msgpack frame to the master (best effort: never blocks the loop)."""
+        if self.channel is None:
             return
         try:
-            os.write(self.status_fd, msgpack.packb(message))
+            self.channel.send(msgpack.packb(message))
         except OSError:
             pass
+
+    def _on_channel(self):
+        try:
+            data = self.channel.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.loop.remove_reader(self.channel.fileno())
+            self.channel.close()
+            self.channel = None
+            if not self.stopping:
+                self.error_log.log("alert", "master process is gone, exiting")
+                self.fast_stop()
+            return
+        self.unpacker.feed(data)
+        for message in self.unpacker:
+            command = message.get("cmd") if isinstance(message, dict) else None
+            if command == "quit":
+                self.graceful_stop()
+            elif command == "stop":
+                self.fast_stop()
+            elif command == "reopen":
+                self.reopen_logs()
 
     def tick(self):
         now = time.time()
         self.access_logs.flush_due(now)
         self.stats.set_cell(CELLS["heartbeat"], int(now * 1000))
+        self.notify({"event": "heartbeat"})
         if self.error_log.enabled("debug"):
             idle = sum(p.idle_count for p in self.pools.values())
             self.error_log.log("debug", f"connections: {self.rt.active} counted, "
@@ -193,11 +228,11 @@ class Worker:
         self.access_logs.reopen()
 
 
-def run_worker(config, slot, sockets, status_fd, master_pid, zones=None):
+def run_worker(config, slot, sockets, channel, master_pid, zones=None):
     """Entry point in the forked child: run a Worker and exit with its code (never returns)."""
     code = 1
     try:
-        code = Worker(config, slot, sockets, status_fd, master_pid, zones).run()
+        code = Worker(config, slot, sockets, channel, master_pid, zones).run()
     except BaseException as exc:  # noqa: BLE001 - a worker must die loudly, not silently
         try:
             Logs().get(*config.error_log).log("emerg", f"worker process failed: {exc!r}")

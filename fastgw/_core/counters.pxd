@@ -56,6 +56,7 @@ cdef enum:
 
 cdef class Stats:
     cdef object buffer
+    cdef object zone_buffer
     cdef int64_t* base
     cdef int64_t* mine
     cdef public int workers

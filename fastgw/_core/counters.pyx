@@ -46,11 +46,15 @@ cdef class Stats:
 
     ``slot`` is this process's block (writes go there; -1 for a reader only,
     such as the master). ``peer_counts`` lists the peers of each upstream in
-    the configuration's order. Raises ValueError when the buffer is too small.
+    the configuration's order. ``zone_buffer``, when given, holds the shared
+    per-peer cells instead of the end of ``buffer`` (one int64 per peer), so
+    that a reload can keep them while the worker blocks are new. Raises
+    ValueError when a buffer is too small.
     """
 
-    def __init__(self, buffer, int workers, int slot, list peer_counts):
+    def __init__(self, buffer, int workers, int slot, list peer_counts, zone_buffer=None):
         cdef unsigned char[::1] view = buffer
+        cdef unsigned char[::1] zview
         self.buffer = buffer
         self.workers = workers
         self.slot = slot
@@ -68,6 +72,12 @@ cdef class Stats:
         # After the worker blocks: one cell per peer, shared by all workers and
         # updated atomically (the requests in flight to a peer of a zoned upstream).
         self.zone_base = self.base + self.block * workers
+        self.zone_buffer = zone_buffer
+        if zone_buffer is not None:
+            zview = zone_buffer
+            if zview.shape[0] < sum(self.peer_counts) * 8:
+                raise ValueError("shared memory zone too small for the peers")
+            self.zone_base = <int64_t*>&zview[0]
         offsets, at = [], 0
         for n in self.peer_counts:
             offsets.append(at)

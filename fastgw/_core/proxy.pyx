@@ -522,8 +522,9 @@ cdef class Downstream:
         self.idle_since = now
         self.idle_timeout = self.default_server.header_timeout
         self._arm_timer(self.default_server.min_timeout)
-        if self.graceful:
-            self._close()
+        # A graceful stop that began between accept() and now does not close the
+        # connection: its first request is on the way and is served (with
+        # Connection: close); graceful_close says why.
 
     def data_received(self, data):
         if self.closing:
@@ -1170,13 +1171,23 @@ cdef class Downstream:
             self.transport.close()
 
     def graceful_close(self):
-        """Part of a graceful stop: close now if idle, else after the current response."""
+        """Part of a graceful stop (QUIT, reload): close now if idle, else after the next response.
+
+        Only an idle keep-alive connection with nothing waiting in its socket is
+        closed at once, and with a lingering close: our FIN goes first and what
+        the client sends after it is read and dropped, so a request that crossed
+        the close meets a clean end of stream, which a client may retry (RFC 9112
+        §9.3.1), not a reset. A request being served or arriving (a partial
+        head, or bytes already in the socket), and the first request of a
+        connection just accepted, are served, with ``Connection: close``;
+        client_header_timeout and worker_shutdown_timeout bound the wait.
+        """
         self.graceful = True
-        if self.transport is None:
+        if self.transport is None or self.current is not None or self.parsing is not None:
             return
-        if self.current is None:
-            # Idle, in a partial head, or discarding the body of an answered request.
-            self._close()
+        if self.requests == 0 or _bytes_waiting(self):
+            return
+        self._linger()
 
     def abort(self):
         """Close the connection at once (fast stop)."""
@@ -2007,7 +2018,10 @@ cdef void _arm_queue_timer(UpstreamPool pool, double now):
         return
     deadline = pool.queue.next_deadline()
     delay = deadline - now
-    if pool.paused_waiters and delay > PEEK_INTERVAL:
+    # Peek for vanished clients; with a zone, also look for slots freed by a
+    # worker that could not wake this one (one of an older generation, after a
+    # reload, holds other eventfds).
+    if (pool.paused_waiters or pool.waker is not None) and delay > PEEK_INTERVAL:
         delay = PEEK_INTERVAL
     pool.queue_timer = pool.loop.call_later(delay if delay > 0 else 0, _on_queue_timer, pool)
 
@@ -2029,7 +2043,23 @@ def _on_queue_timer(UpstreamPool pool):
             if _peer_gone(<Downstream>r.conn):
                 pool.paused_waiters.discard(r)
                 (<Downstream>r.conn).abort()
+    if pool.waker is not None and pool.queue.depth:
+        _service_queue(pool)
     _arm_queue_timer(pool, now)
+
+
+cdef bint _bytes_waiting(Downstream ds):
+    """True if the client has sent bytes not read yet (a peek, nothing is consumed)."""
+    if ds.transport is None or ds.transport.is_closing():
+        return False
+    fd = ds.transport.get_extra_info("socket").fileno()
+    probe = socket.socket(fileno=fd)
+    try:
+        return len(probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)) > 0
+    except OSError:
+        return False
+    finally:
+        probe.detach()
 
 
 cdef bint _peer_gone(Downstream ds):

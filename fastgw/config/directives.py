@@ -191,6 +191,10 @@ DIRECTIVES = [
               "How long a gracefully stopping worker may take to finish in-flight requests "
               "before it is stopped (fastgw's default; nginx has none).",
               _TIME, default="30s"),
+    Directive("worker_heartbeat_timeout", frozenset({MAIN}), (1, 1),
+              "fastgw: a worker sends the master a heartbeat each second; one silent for this "
+              "long is taken as hung (its loop blocked), logged, killed and replaced.",
+              _TIME, default="10s"),
     Directive("worker_rlimit_nofile", frozenset({MAIN}), (1, 1),
               "RLIMIT_NOFILE for worker processes.", _POSINT),
     Directive("events", frozenset({MAIN}), (0, 0), "Connection processing settings.", block=True),

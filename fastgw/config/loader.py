@@ -174,6 +174,7 @@ class _Builder:
             pid=self.abspath(values.get("pid", "logs/fastgw.pid")),
             error_log=error_log,
             worker_shutdown_timeout=values.get("worker_shutdown_timeout", 30.0),
+            worker_heartbeat_timeout=values.get("worker_heartbeat_timeout", 10.0),
             worker_rlimit_nofile=values.get("worker_rlimit_nofile"),
             worker_connections=worker_connections,
             http=http,

@@ -169,6 +169,7 @@ class Config:
     worker_connections: int
     http: Http
     files: tuple = ()
+    worker_heartbeat_timeout: float = 10.0
 
     def listens(self):
         """The sockets to bind: distinct addresses in file order, as ``Listen``.

@@ -1,7 +1,7 @@
 """Case PUB-25: reload by SIGHUP under load, through a real fastgw and the recording probe.
 
-fastgw does not reload yet (issue 5: the master logs HUP and ignores it), so
-the test is written as it should pass once reload exists.
+Four workers, three HUPs within a second, keep-alive and new connections, and
+slow responses in flight through all of them.
 """
 
 import os
@@ -150,7 +150,6 @@ class Load:
             self.slow.append(resp)
 
 
-@pytest.mark.xfail(strict=True, reason="needs issue 5: reload by SIGHUP")
 def test_pub25_reload_under_load_drops_nothing(make_gw, probe):
     """PUB-25: SIGHUP reload under load - no dropped or truncated request.
 

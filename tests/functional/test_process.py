@@ -249,10 +249,3 @@ def test_unwritable_log_is_an_emerg_at_test_and_start(tmp_path):
         assert out.returncode == 1
         assert 'fastgw: [emerg] open() "/proc/no/such.log" failed (2: No such file or directory)' in out.stderr
         assert "Traceback" not in out.stderr
-
-
-def test_reload_says_it_is_not_supported_yet(gateway, backend):
-    gw = gateway(CONF.format(workers=1, backend=backend))
-    out = run_cli("-p", gw.prefix, "-s", "reload")
-    assert out.returncode == 1 and "reload is not supported yet" in out.stderr
-    assert gw.proc.poll() is None
