@@ -325,3 +325,32 @@ def test_zone_max_conns_holds_across_a_reload(gateway, backend):
     # It waited for the old worker's slot (about 1 s), then got it within the
     # queue's look-around interval, not its 10 s timeout.
     assert 0.3 < waited < 3.0
+
+
+def test_a_worker_that_keeps_dying_at_start_is_respawned_with_a_back_off(tmp_path, backend):
+    from fastgw.testing.harness import Gateway
+
+    gw = Gateway(conf(backend, workers=1).replace(
+        "access_log logs/access.log", "access_log logs/sub/access.log"), tmp_path / "gw")
+    os.makedirs(gw.path("logs", "sub"))
+    with gw:
+        _back_off(gw)
+
+
+def _back_off(gw):
+    import shutil
+
+    (worker,) = gw.worker_pids()
+    # The replacement cannot open its access log: it dies right after its start.
+    shutil.rmtree(gw.path("logs", "sub"))
+    os.kill(worker, signal.SIGKILL)
+    wait_until(lambda: "(attempt 3)" in gw.error_log(), timeout=10, message="three attempts")
+    log = gw.error_log()
+    assert "respawning in 0.1s (attempt 1)" in log
+    assert "respawning in 0.2s (attempt 2)" in log
+    assert "respawning in 0.4s (attempt 3)" in log
+    assert gw.proc.poll() is None
+    # Once the cause is gone, the next attempt serves.
+    os.makedirs(gw.path("logs", "sub"))
+    wait_until(lambda: get(gw.port, timeout=2)[0] == 200 if gw.worker_pids() else False,
+               timeout=15, message="a worker that stays up")

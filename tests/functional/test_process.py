@@ -104,7 +104,7 @@ def test_killed_worker_is_replaced_on_the_same_socket(gateway, backend):
     t0 = time.monotonic()
     after = wait_until(lambda: (lambda p: p if len(p) == 2 and before[0] not in p else None)(gw.worker_pids()),
                        timeout=5, message="a replacement worker")
-    assert time.monotonic() - t0 < 2.0
+    assert time.monotonic() - t0 < 1.5  # "within a second", with a margin for this machine
     assert before[1] in after
     gw.wait_ready(1, since=2)
     sockets_after = set().union(*(listening_inodes(p) for p in after))
