@@ -235,7 +235,8 @@ class Master:
 
         self.generations += 1
         previous = self.current.zones if self.current is not None else None
-        gen = Generation(self.generations, config, Zones(config, previous))
+        older = [g.zones for g in self.generations_alive()]
+        gen = Generation(self.generations, config, Zones(config, previous, older))
         n = config.worker_processes
         for i in range(n):
             sockets = []
@@ -424,6 +425,12 @@ class Master:
         if gen in self.retiring:
             self.retiring.remove(gen)
         gen.close()
+        # Its counts join the current generation's totals (stub_status and
+        # metrics do not go back after a reload).
+        self.current.zones.fold(gen.zones)
+        for other in self.generations_alive():
+            if gen.zones in other.zones.older:
+                other.zones.older.remove(gen.zones)
         if not self.stopping:
             self.close_unused_sockets()
 
@@ -435,6 +442,7 @@ class Master:
     def promote_pending(self):
         """Every new worker is ready: the new generation serves, the old one drains."""
         old, self.current, self.pending = self.current, self.pending, None
+        self.current.zones.carry_from(old.zones)
         old_logs, old_pid = self.logs, self.config.pid
         self.config = self.current.config
         self.logs = self.pending_logs

@@ -192,7 +192,7 @@ def status_pages(stats, zones):
 
     render_metrics = metrics_renderer(stats, zones)
     return {
-        PAGES["stub_status"]: lambda: (b"text/plain", stub_status(stats.snapshot())),
+        PAGES["stub_status"]: lambda: (b"text/plain", stub_status(zones.snapshot())),
         PAGES["metrics"]: lambda: (PROMETHEUS_CONTENT_TYPE, render_metrics()),
     }
 

@@ -10,7 +10,12 @@ peer of a zoned upstream), which a reload keeps when the upstreams are the same.
 import mmap
 import os
 
-from fastgw._core.counters import Stats, region_size
+from fastgw._core.counters import CUMULATIVE, UPSTREAM_CUMULATIVE, Stats, region_size
+
+# Control cells of a generation's counters (int64): a sequence number, odd while
+# the master folds counts into the retired block (readers retry), and a flag set
+# once the generation's own counts have been folded into a newer one.
+SEQ, FOLDED = 0, 1
 
 
 def _region(nbytes):
@@ -31,15 +36,34 @@ class Zones:
     a zone whose name and size did not change: the old workers' requests still
     in flight keep counting against ``max_conns`` while the new workers start.
     The per-worker counter blocks are always new.
+
+    Counters outlive a reload as nginx's stub_status totals do: each
+    generation has, after its workers' blocks, a retired block. When a
+    generation takes over, the master adds the previous one's retired block
+    into the new one's (``carry_from``); when a generation's last worker has
+    exited, the master adds its workers' cumulative counts into the current
+    generation's retired block and marks it folded (``fold``). ``older`` lists
+    the Zones of the generations still running when this one was made: until
+    they are folded, ``snapshot`` adds their workers' blocks (their connections
+    count as active, as nginx's old workers' do). Cumulative counts are matched
+    by upstream name; a reader never sees a count twice (``SEQ``). Between
+    a reload's start and the take-over (until every new worker is ready, a
+    fraction of a second) the new workers' pages lack the previous
+    generation's retired counts; the old workers' pages lack what is folded
+    into newer generations while they drain.
     """
 
-    def __init__(self, config, previous=None):
+    def __init__(self, config, previous=None, older=()):
         self.workers = config.worker_processes
         self.upstreams = list(config.http.upstreams)
         self.peers = [[s.address for s in config.http.upstreams[name].servers]
                       for name in self.upstreams]
-        nbytes = region_size(self.workers, [len(p) for p in self.peers])
+        nbytes = region_size(self.workers + 1, [len(p) for p in self.peers])
         self.stats_region = _region(nbytes)
+        self.ctl_region = _region(16)
+        self.ctl = memoryview(self.ctl_region).cast("q")
+        self.older = list(older)
+        self._view = None
         if previous is not None and (previous.upstreams, previous.peers) == (self.upstreams,
                                                                               self.peers):
             self.zone_region = previous.zone_region
@@ -65,7 +89,68 @@ class Zones:
     def stats(self, slot):
         """The counters as seen by worker ``slot`` (writes go to its own block)."""
         return Stats(self.stats_region, self.workers, slot, [len(p) for p in self.peers],
-                     self.zone_region)
+                     self.zone_region, True)
+
+    def view(self):
+        """A reader's Stats (cached)."""
+        if self._view is None:
+            self._view = self.stats(-1)
+        return self._view
+
+    @property
+    def folded(self):
+        return bool(self.ctl[FOLDED])
+
+    # -- the master, across reloads --------------------------------------------------------
+    def carry_from(self, previous):
+        """This generation takes over from ``previous``: carry its retired counts."""
+        self._fold(previous, [previous.workers])
+
+    def fold(self, old):
+        """``old``'s last worker has exited: its counts join this generation's retired block."""
+        self._fold(old, range(old.workers), mark=old)
+        if old in self.older:
+            self.older.remove(old)
+
+    def _fold(self, src, blocks, mark=None):
+        a, b = src.view(), self.view()
+        retired = self.workers
+        self.ctl[SEQ] += 1  # odd: readers retry
+        try:
+            for cell in CUMULATIVE:
+                n = sum(a.cell(w, cell) for w in blocks)
+                if n:
+                    b.add_to(retired, cell, n)
+            for u, name in enumerate(src.upstreams):
+                if name not in self.upstreams:
+                    continue
+                at_a = a.upstream_offsets[u]
+                at_b = b.upstream_offsets[self.upstreams.index(name)]
+                for k in UPSTREAM_CUMULATIVE:
+                    n = sum(a.cell(w, at_a + k) for w in blocks)
+                    if n:
+                        b.add_to(retired, at_b + k, n)
+            if mark is not None:
+                mark.ctl[FOLDED] = 1
+        finally:
+            self.ctl[SEQ] += 1
+
+    # -- readers (the stub_status and metrics pages) --------------------------------------
+    def snapshot(self):
+        """The counters of this generation (retired block included) and of the older
+        generations still running, summed; the layout (upstream order) is this one's."""
+        snap = None
+        for _ in range(1000):
+            seq = self.ctl[SEQ]
+            if seq & 1:
+                continue  # the master is folding: microseconds
+            snap = self.view().snapshot()
+            for old in self.older:
+                if not old.folded:
+                    _merge(snap, old.view().snapshot(retired=False), old, self)
+            if self.ctl[SEQ] == seq:
+                return snap
+        return snap if snap is not None else self.view().snapshot()
 
     def upstream_index(self, name):
         return self.upstreams.index(name)
@@ -84,3 +169,25 @@ class Zones:
                     except BlockingIOError:
                         pass  # already signalled and not yet read
         return wake
+
+
+def _merge(into, snap, src, dst):
+    """Add counters ``snap`` of generation ``src`` into ``into`` (layout of ``dst``)."""
+    for key in ("accepted", "handled", "active", "reading", "writing", "waiting", "requests"):
+        into[key] += snap[key]
+    for reason, n in snap["rejected"].items():
+        into["rejected"][reason] = into["rejected"].get(reason, 0) + n
+    for code, n in snap["status"].items():
+        into["status"][code] = into["status"].get(code, 0) + n
+    for u, name in enumerate(src.upstreams):
+        if name not in dst.upstreams:
+            continue
+        v = dst.upstreams.index(name)
+        a, b = snap["upstreams"][u], into["upstreams"][v]
+        b["queue_depth"] += a["queue_depth"]
+        b["buckets"] = [x + y for x, y in zip(b["buckets"], a["buckets"])]
+        b["sum_seconds"] += a["sum_seconds"]
+        b["count"] += a["count"]
+        for i, peer in enumerate(src.peers[u]):
+            if peer in dst.peers[v]:
+                b["peer_active"][dst.peers[v].index(peer)] += a["peer_active"][i]

@@ -60,6 +60,7 @@ cdef class Stats:
     cdef int64_t* base
     cdef int64_t* mine
     cdef public int workers
+    cdef public bint has_retired
     cdef public int slot
     cdef public long block
     cdef public list upstream_offsets

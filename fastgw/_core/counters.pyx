@@ -48,11 +48,15 @@ cdef class Stats:
     such as the master). ``peer_counts`` lists the peers of each upstream in
     the configuration's order. ``zone_buffer``, when given, holds the shared
     per-peer cells instead of the end of ``buffer`` (one int64 per peer), so
-    that a reload can keep them while the worker blocks are new. Raises
+    that a reload can keep them while the worker blocks are new. With
+    ``retired``, the buffer holds one more block after the workers' (index
+    ``workers``): the cumulative counts of workers of earlier configurations,
+    which the master folds in (fastgw.shm); totals include it. Raises
     ValueError when a buffer is too small.
     """
 
-    def __init__(self, buffer, int workers, int slot, list peer_counts, zone_buffer=None):
+    def __init__(self, buffer, int workers, int slot, list peer_counts, zone_buffer=None,
+                 bint retired=False):
         cdef unsigned char[::1] view = buffer
         cdef unsigned char[::1] zview
         self.buffer = buffer
@@ -60,7 +64,8 @@ cdef class Stats:
         self.slot = slot
         self.peer_counts = list(peer_counts)
         self.block = block_size(self.peer_counts)
-        if view.shape[0] < region_size(workers, self.peer_counts):
+        self.has_retired = retired
+        if view.shape[0] < region_size(workers + (1 if retired else 0), self.peer_counts):
             raise ValueError("shared memory region too small for the counters")
         self.base = <int64_t*>&view[0]
         self.mine = self.base + (slot if slot >= 0 else 0) * self.block
@@ -71,7 +76,7 @@ cdef class Stats:
         self.upstream_offsets = offsets
         # After the worker blocks: one cell per peer, shared by all workers and
         # updated atomically (the requests in flight to a peer of a zoned upstream).
-        self.zone_base = self.base + self.block * workers
+        self.zone_base = self.base + self.block * (workers + (1 if retired else 0))
         self.zone_buffer = zone_buffer
         if zone_buffer is not None:
             zview = zone_buffer
@@ -135,12 +140,18 @@ cdef class Stats:
         """One cell of one worker's block."""
         return self.base[worker * self.block + cell]
 
-    def total(self, int cell):
-        """A cell summed over all workers."""
+    def add_to(self, int block, int cell, int64_t n):
+        """Add to one cell of any block (the master folding counts into the retired block)."""
+        self.base[block * self.block + cell] += n
+
+    def total(self, int cell, bint retired=True):
+        """A cell summed over all workers, and the retired block unless ``retired`` is False."""
         cdef int w
         cdef int64_t n = 0
         for w in range(self.workers):
             n += self.base[w * self.block + cell]
+        if retired and self.has_retired:
+            n += self.base[self.workers * self.block + cell]
         return n
 
     def clear_gauges(self, int worker):
@@ -160,19 +171,21 @@ cdef class Stats:
             for i in range(self.peer_counts[u]):
                 p[at + UPSTREAM_FIXED + i] = 0
 
-    def snapshot(self):
-        """Everything summed over workers, as plain Python data (dict)."""
+    def snapshot(self, bint retired=True):
+        """Everything summed over workers (and the retired block unless ``retired`` is
+        False), as plain Python data (dict)."""
         cdef int w, u, i, at
+        r = retired
         out = {
-            "accepted": self.total(C_ACCEPTED), "handled": self.total(C_HANDLED),
-            "active": self.total(C_ACTIVE), "reading": self.total(C_READING),
-            "writing": self.total(C_WRITING), "waiting": self.total(C_WAITING),
-            "requests": self.total(C_REQUESTS),
-            "rejected": {REASONS[i]: self.total(C_REJECTED + i) for i in range(N_REASONS)},
+            "accepted": self.total(C_ACCEPTED, r), "handled": self.total(C_HANDLED, r),
+            "active": self.total(C_ACTIVE, r), "reading": self.total(C_READING, r),
+            "writing": self.total(C_WRITING, r), "waiting": self.total(C_WAITING, r),
+            "requests": self.total(C_REQUESTS, r),
+            "rejected": {REASONS[i]: self.total(C_REJECTED + i, r) for i in range(N_REASONS)},
             "status": {}, "workers": [], "upstreams": [],
         }
         for i in range(N_STATUS):
-            n = self.total(C_STATUS + i)
+            n = self.total(C_STATUS + i, r)
             if n:
                 out["status"][i] = n
         for w in range(self.workers):
@@ -181,13 +194,21 @@ cdef class Stats:
         for u in range(len(self.peer_counts)):
             at = self.upstream_offsets[u]
             out["upstreams"].append({
-                "queue_depth": self.total(at),
-                "buckets": [self.total(at + 1 + i) for i in range(N_BUCKETS)],
-                "sum_seconds": self.total(at + 1 + N_BUCKETS) / 1e6,
-                "count": self.total(at + 2 + N_BUCKETS),
-                "peer_active": [self.total(at + UPSTREAM_FIXED + i) for i in range(self.peer_counts[u])],
+                "queue_depth": self.total(at, r),
+                "buckets": [self.total(at + 1 + i, r) for i in range(N_BUCKETS)],
+                "sum_seconds": self.total(at + 1 + N_BUCKETS, r) / 1e6,
+                "count": self.total(at + 2 + N_BUCKETS, r),
+                "peer_active": [self.total(at + UPSTREAM_FIXED + i, r)
+                                for i in range(self.peer_counts[u])],
             })
         return out
+
+
+# Cumulative cells (those a reload carries over): of a block, and of an upstream
+# section relative to its offset (histogram buckets, sum, count).
+CUMULATIVE = ((C_ACCEPTED, C_HANDLED, C_REQUESTS) + tuple(range(C_REJECTED, C_REJECTED + N_REASONS))
+              + tuple(range(C_STATUS, C_STATUS + N_STATUS)))
+UPSTREAM_CUMULATIVE = tuple(range(1, N_BUCKETS + 3))
 
 
 CELLS = {"accepted": C_ACCEPTED, "handled": C_HANDLED, "active": C_ACTIVE, "reading": C_READING,

@@ -34,7 +34,7 @@ class _Collector:
         self.zones = zones
 
     def collect(self):
-        s = self.stats.snapshot()
+        s = self.zones.snapshot()
         g = GaugeMetricFamily("fastgw_connections_active", "Client connections open now.")
         g.add_metric([], s["active"])
         yield g

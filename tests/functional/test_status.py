@@ -110,3 +110,38 @@ def test_overload_metrics(gateway, backend):
     assert metric(after, "fastgw_upstream_response_seconds_bucket", upstream="app", le="1.0") == 0
     # Measured from the request's start upstream: queue time is not upstream time.
     assert metric(after, "fastgw_upstream_response_seconds_bucket", upstream="app", le="2.5") == 2
+
+
+def test_counters_survive_a_reload(gateway, backend):
+    """As nginx's stub_status totals do: what old workers counted stays in the totals,
+    while they drain (read from their blocks) and after they exit (folded in)."""
+    import signal
+
+    gw = gateway(CONF.format(backend=backend))
+    for _ in range(5):
+        assert get(gw.port, "/teapot")[0] == 418
+
+    def counts():
+        body = get(gw.port, "/basic_status")[2].decode()
+        accepted, handled, requests = map(int, body.splitlines()[2].split())
+        text = get(gw.port, "/metrics")[2].decode()
+        return requests, metric(text, "fastgw_requests_total", status="418")
+
+    before, teapots = counts()
+    assert teapots == 5 and before == 6   # five teapots and this status request
+    old = gw.worker_pids()
+    with open(gw.conf_path) as fh:
+        text = fh.read()
+    with open(gw.conf_path, "w") as fh:
+        fh.write(text.replace("return 418;", "return 418 'gen2';"))
+    gw.kill(signal.SIGHUP)
+    wait_until(lambda: "reconfigured" in gw.error_log(), timeout=10, message="the reload")
+    wait_until(lambda: not set(old) & set(gw.worker_pids()), timeout=10,
+               message="the old workers to exit")
+    wait_until(lambda: "exited with code 0" in gw.error_log(), timeout=5, message="the reap")
+    # Since ``before`` was read: the metrics request, then this stub_status one.
+    requests, teapots = counts()
+    assert teapots == 5
+    assert requests == before + 2
+    assert get(gw.port, "/teapot")[0] == 418
+    assert counts()[1] == 6
