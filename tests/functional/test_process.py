@@ -203,7 +203,7 @@ def test_version_flags():
     assert out.returncode == 0 and out.stderr.startswith("fastgw version: fastgw/")
     out = run_cli("-V")
     assert out.returncode == 0
-    assert "compiled: balancer, counters, http, pool, proxy, queue, router" in out.stderr
+    assert "compiled: balancer, counters, http, limits, pool, proxy, queue, router" in out.stderr
     assert "uvloop" in out.stderr and "httptools" in out.stderr
 
 
