@@ -354,8 +354,14 @@ class Master:
             if slot.chan is not None:
                 slot.chan.close()
                 slot.chan = None
-            # Zone slots the dead worker held are given back to the others.
+            # Zone slots the dead worker held are given back to the others, and a
+            # limit zone lock it died holding is freed (nginx does the same).
             gen.stats.release_worker(slot.index, gen.zones.zoned)
+            for other in self.generations_alive():
+                for name, table in other.zones.limit_tables.items():
+                    if table.release_if_held_by(pid):
+                        self.log.log("alert", f"worker process {pid} died holding the lock of "
+                                              f'zone "{name}"; released')
             gen.stats.clear_gauges(slot.index)
             how = _describe(status)
             if self.stopping or slot.quitting or gen in self.retiring:

@@ -70,7 +70,43 @@ def build_pools(config, loop):
     return pools
 
 
-def _location(kind, settings, logs, access_logs, conf=None):
+# limit_req_log_level: delays are logged one level lower (nginx).
+_LOWER = {"error": "warn", "warn": "notice", "notice": "info", "info": "debug"}
+
+
+def limit_tables(zones):
+    """zone name -> (LimitTable, LimitZone, Throttle) for a worker's locations."""
+    if zones is None:
+        return {}
+    return {name: (table, zones.limit_specs[name], Throttle())
+            for name, table in zones.limit_tables.items()}
+
+
+def _limits(loc, kind, s, tables):
+    """The limit_req / limit_conn settings of a location (none for `return`, as nginx)."""
+    loc.limit_req_status = s.limit_req_status
+    loc.limit_req_level = s.limit_req_log_level
+    loc.limit_req_delay_level = _LOWER[s.limit_req_log_level]
+    loc.limit_req_dry = s.limit_req_dry_run
+    loc.limit_conn_status = s.limit_conn_status
+    loc.limit_conn_level = s.limit_conn_log_level
+    loc.limit_conn_dry = s.limit_conn_dry_run
+    if kind == proxy.KIND_RETURN or not tables:
+        loc.limit_reqs = loc.limit_conns = ()
+        return
+    reqs = []
+    for name, burst, delay in s.limit_req:
+        table, zone, throttle = tables[name]
+        reqs.append((table, zone.key.parts, zone.rate, burst, delay, name, throttle))
+    loc.limit_reqs = tuple(reqs)
+    conns = []
+    for name, most in s.limit_conn:
+        table, zone, throttle = tables[name]
+        conns.append((table, zone.key.parts, most, name, throttle))
+    loc.limit_conns = tuple(conns)
+
+
+def _location(kind, settings, logs, access_logs, conf=None, tables=None):
     loc = proxy.Location()
     loc.conf = conf
     loc.kind = kind
@@ -100,6 +136,7 @@ def _location(kind, settings, logs, access_logs, conf=None):
         (name.encode("ascii"), tmpl.parts, tmpl.static) for name, tmpl in set_headers
     )
     loc.skip = frozenset(NOT_FORWARDED | {name.lower().encode("ascii") for name, _ in set_headers})
+    _limits(loc, kind, s, tables)
     return loc
 
 
@@ -123,20 +160,20 @@ def fold_constants(parts, constants):
     return tuple(out), None
 
 
-def build_location(conf, pools, logs, access_logs):
+def build_location(conf, pools, logs, access_logs, tables=None):
     """The runtime Location for a config Location.
 
     ``return`` wins over ``proxy_pass`` in one location: nginx runs it in the
     rewrite phase, before the content phase would proxy.
     """
     if conf.ret is not None:
-        loc = _location(proxy.KIND_RETURN, conf.settings, logs, access_logs, conf)
+        loc = _location(proxy.KIND_RETURN, conf.settings, logs, access_logs, conf, tables)
         _set_return(loc, conf.ret)
     elif conf.status_page is not None:
-        loc = _location(proxy.KIND_STATUS, conf.settings, logs, access_logs, conf)
+        loc = _location(proxy.KIND_STATUS, conf.settings, logs, access_logs, conf, tables)
         loc.ret_code = PAGES[conf.status_page]
     elif conf.proxy_pass is not None:
-        loc = _location(proxy.KIND_PROXY, conf.settings, logs, access_logs, conf)
+        loc = _location(proxy.KIND_PROXY, conf.settings, logs, access_logs, conf, tables)
         pp = conf.proxy_pass
         loc.pool = pools[pp.upstream]
         loc.uri = pp.uri.encode("utf-8") if pp.uri is not None else None
@@ -148,7 +185,7 @@ def build_location(conf, pools, logs, access_logs):
         )
     else:
         # No content handler: nginx would look for a file; fastgw serves no files.
-        loc = _location(proxy.KIND_NOT_FOUND, conf.settings, logs, access_logs, conf)
+        loc = _location(proxy.KIND_NOT_FOUND, conf.settings, logs, access_logs, conf, tables)
     loc.prefix = conf.pattern.encode("utf-8")
     loc.exact = conf.modifier == "="
     return loc
@@ -159,15 +196,15 @@ def _set_return(loc, ret):
     loc.ret_parts = ret.text.parts if ret.text is not None else None
 
 
-def build_server(conf, pools, logs, access_logs):
+def build_server(conf, pools, logs, access_logs, tables=None):
     """The runtime Server for a config Server: router, not-found and return handlers, timeouts."""
     server = proxy.Server()
     server.conf = conf
     s = conf.settings
-    locations = [(loc.modifier, loc.pattern, build_location(loc, pools, logs, access_logs))
+    locations = [(loc.modifier, loc.pattern, build_location(loc, pools, logs, access_logs, tables))
                  for loc in conf.locations]
     server.router = Router(locations)
-    server.not_found = _location(proxy.KIND_NOT_FOUND, s, logs, access_logs)
+    server.not_found = _location(proxy.KIND_NOT_FOUND, s, logs, access_logs, None, tables)
     if conf.ret is not None:
         ret = _location(proxy.KIND_RETURN, s, logs, access_logs)
         _set_return(ret, conf.ret)
@@ -197,9 +234,10 @@ def status_pages(stats, zones):
     }
 
 
-def build_listeners(config, rt, sockets, logs, access_logs, pools):
+def build_listeners(config, rt, sockets, logs, access_logs, pools, tables=None):
     """One Listener per socket: ``sockets`` is a list of ``(Listen, socket)`` for this worker."""
-    servers = [(conf, build_server(conf, pools, logs, access_logs)) for conf in config.http.servers]
+    servers = [(conf, build_server(conf, pools, logs, access_logs, tables))
+               for conf in config.http.servers]
 
     def vhosts(address):
         members, default = [], None

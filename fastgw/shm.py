@@ -11,6 +11,7 @@ import mmap
 import os
 
 from fastgw._core.counters import CUMULATIVE, UPSTREAM_CUMULATIVE, Stats, region_size
+from fastgw._core.limits import LimitTable
 
 # Control cells of a generation's counters (int64): a sequence number, odd while
 # the master folds counts into the retired block (readers retry), and a flag set
@@ -69,6 +70,16 @@ class Zones:
             self.zone_region = previous.zone_region
         else:
             self.zone_region = _region(8 * sum(len(p) for p in self.peers))
+        # limit_req / limit_conn zones: a table each, kept across a reload while
+        # the zone's name, size and key are unchanged (state survives, as in nginx).
+        self.limit_specs = dict(config.http.limit_zones)
+        self.limit_tables = {}
+        for name, spec in self.limit_specs.items():
+            old = previous.limit_specs.get(name) if previous is not None else None
+            if old is not None and old.signature() == spec.signature():
+                self.limit_tables[name] = previous.limit_tables[name]
+            else:
+                self.limit_tables[name] = LimitTable(_region(spec.size), True, name)
         # Upstreams with a zone, by index: their max_conns counts are shared.
         self.zoned = [i for i, name in enumerate(self.upstreams)
                       if config.http.upstreams[name].zone]

@@ -32,6 +32,7 @@ import uvloop
 from setproctitle import setproctitle
 
 from fastgw import runtime
+from fastgw._core import limits
 from fastgw._core.counters import CELLS
 from fastgw._core.proxy import Runtime, service_queue
 from fastgw.observe.error_log import Logs
@@ -80,6 +81,7 @@ class Worker:
             except (ValueError, OSError) as exc:
                 # nginx logs an alert and carries on with the limit it has.
                 self.error_log.log("alert", f"setrlimit(RLIMIT_NOFILE, {n}) failed ({exc})")
+        limits.set_process()  # the limit zones' lock records this pid
         self.loop = uvloop.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.rt = Runtime(self.loop, self.error_log, self.config.worker_connections,
@@ -95,7 +97,8 @@ class Worker:
         self.pools = runtime.build_pools(self.config, self.loop)
         self.use_zones()
         self.listeners = runtime.build_listeners(self.config, self.rt, self.sockets, self.logs,
-                                                 self.access_logs, self.pools)
+                                                 self.access_logs, self.pools,
+                                                 runtime.limit_tables(self.zones))
         for listener in self.listeners:
             listener.start()
         self.loop.add_signal_handler(signal.SIGQUIT, self.graceful_stop)

@@ -51,6 +51,17 @@ cdef class Location:
     cdef public tuple ret_parts
     cdef public double min_timeout
     cdef public int priority
+    # limit_req: ((LimitTable, key parts, rate, burst, delay, zone name, Throttle), ...)
+    cdef public tuple limit_reqs
+    cdef public int limit_req_status
+    cdef public str limit_req_level
+    cdef public str limit_req_delay_level
+    cdef public bint limit_req_dry
+    # limit_conn: ((LimitTable, key parts, max, zone name, Throttle), ...)
+    cdef public tuple limit_conns
+    cdef public int limit_conn_status
+    cdef public str limit_conn_level
+    cdef public bint limit_conn_dry
 
 
 cdef class Server:
@@ -121,5 +132,9 @@ cdef class Request:
     cdef public object conn
     cdef public long queue_handle
     cdef public double queued_at
+    cdef public bytes limit_req_status
+    cdef public bytes limit_conn_status
+    cdef public list limit_conn_held
+    cdef public object limit_timer
     cdef public double queue_time
     cdef public str overload

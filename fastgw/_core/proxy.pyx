@@ -40,7 +40,10 @@ from fastgw._core.queue cimport RequestQueue
 from fastgw._core.counters cimport (Stats, C_ACCEPTED, C_HANDLED, C_ACTIVE, C_READING,
                                     C_WRITING, C_WAITING, C_REQUESTS, R_WORKER_CONNECTIONS,
                                     R_QUEUE_FULL, R_QUEUE_TIMEOUT, R_UPSTREAM_ERROR,
-                                    R_UPSTREAM_TIMEOUT)
+                                    R_UPSTREAM_TIMEOUT, R_LIMIT_REQ, R_LIMIT_CONN)
+from fastgw._core.limits cimport (LimitTable, LR_OK, LR_BUSY, LR_AGAIN, LR_ERROR, LC_OK,
+                                  LC_BUSY)
+from libc.stdint cimport int32_t, int64_t, uint64_t
 from fastgw._core.router cimport Router, VirtualHosts, normalize_path, normalize_host
 
 from fastgw.config import variables as V
@@ -228,6 +231,14 @@ cdef bytes variable(int code, bytes arg, Request r, Downstream ds):
         return r.server.name if r.server is not None else b""
     if code == V.REMOTE_ADDR:
         return ds.remote_addr
+    if code == V.BINARY_REMOTE_ADDR:
+        # The key of nginx's examples: 4 bytes for IPv4, 16 for IPv6.
+        return socket.inet_pton(socket.AF_INET6 if b":" in ds.remote_addr else socket.AF_INET,
+                                ds.remote_addr.decode())
+    if code == V.LIMIT_REQ_STATUS:
+        return r.limit_req_status or b""
+    if code == V.LIMIT_CONN_STATUS:
+        return r.limit_conn_status or b""
     if code == V.REMOTE_PORT:
         return ds.remote_port
     if code == V.PROXY_HOST:
@@ -890,6 +901,14 @@ cdef class Downstream:
             if loc is None:
                 loc = server.not_found
         r.location = loc
+        if loc.limit_reqs or loc.limit_conns:
+            # nginx's preaccess phase: limit_req (which may hold the request), then
+            # limit_conn. Not for `return`, which nginx runs before them.
+            if not self._limits(r, loc):
+                return
+        self._serve(r, loc)
+
+    cdef _serve(self, Request r, Location loc):
         if loc.kind == K_PROXY:
             self._proxy(r, loc)
         elif loc.kind == K_RETURN:
@@ -900,6 +919,172 @@ cdef class Downstream:
                           False)
         else:
             self._respond(r, 404, None, b"", False)
+
+    # -- limit_req and limit_conn (nginx's preaccess phase) ----------------------------------
+    cdef bint _limits(self, Request r, Location loc):
+        """True when ``r`` may go on now; otherwise it was answered, or is held by limit_req."""
+        cdef double delay = 0.0
+        if loc.limit_reqs:
+            delay = self._limit_req(r, loc)
+            if delay < 0:
+                return False
+            if delay > 0:
+                if r.chunked or (r.content_length is not None and r.content_length.strip() != b"0"):
+                    # Held requests read no body, as queued ones (the peek timer is not
+                    # needed: the hold is short, and a client that leaves is seen then).
+                    self._pause_reading()
+                r.limit_timer = self.loop.call_later(delay, self._limit_delay_done, r)
+                return False
+        if loc.limit_conns:
+            return self._limit_conn(r, loc)
+        return True
+
+    def _limit_delay_done(self, Request r):
+        cdef Location loc = r.location
+        r.limit_timer = None
+        if self.closing or r.done or r is not self.current:
+            return
+        if loc.limit_conns and not self._limit_conn(r, loc):
+            return
+        self._serve(r, loc)
+        self._maybe_resume()
+
+    cdef double _limit_req(self, Request r, Location loc):
+        """nginx's ngx_http_limit_req_handler: seconds to hold ``r`` (0: go on), or -1 when
+        it was answered (rejected)."""
+        cdef tuple lim = None
+        cdef LimitTable t
+        cdef int64_t now = <int64_t>(self.loop.time() * 1000)
+        cdef int64_t excess = 0, ex, max_delay, d
+        cdef int32_t node = -1
+        cdef uint64_t h = 0
+        cdef int rc = -1
+        cdef int n = 0
+        cdef int last = len(loc.limit_reqs) - 1
+        cdef list held = None
+        cdef bytes key
+        cdef int status
+        cdef long retry
+        for lim in loc.limit_reqs:
+            key = render(<tuple>lim[1], r, self)
+            if key:
+                t = <LimitTable>lim[0]
+                rc = t.req_lookup(key, <int64_t>lim[2], <int64_t>lim[3], now, n == last,
+                                  &excess, &node, &h)
+                if rc == LR_AGAIN:
+                    if held is None:
+                        held = []
+                    held.append((t, node, h, lim))
+                elif rc != LR_AGAIN:
+                    break
+            n += 1
+        if rc == -1:
+            return 0.0  # every key was empty: not limited
+        if rc == LR_BUSY or rc == LR_ERROR:
+            if held is not None:
+                for item in held:
+                    (<LimitTable>item[0]).req_release(item[1], item[2])
+            if rc == LR_ERROR:
+                self._limit_log(lim[6], "alert", f'could not allocate node in limit_req zone '
+                                                 f'"{lim[5]}"', r)
+            else:
+                self._limit_log(lim[6], loc.limit_req_level,
+                                f'limiting requests{", dry run" if loc.limit_req_dry else ""}, '
+                                f'excess: {excess // 1000}.{excess % 1000:03d} by zone '
+                                f'"{lim[5]}"', r)
+                if loc.limit_req_dry:
+                    r.limit_req_status = b"REJECTED_DRY_RUN"
+                    return 0.0
+            r.limit_req_status = b"REJECTED"
+            self.rt.stats.rejected(R_LIMIT_REQ)
+            if rc == LR_BUSY:
+                status = loc.limit_req_status
+                # Until the bucket admits the next request: (excess - burst) / rate.
+                retry = (excess - <int64_t>lim[3] + <int64_t>lim[2] - 1) // <int64_t>lim[2]
+            else:
+                status, retry = 503, 1
+            self._respond(r, status, None, b"Retry-After: %d\r\n" % (retry if retry > 0 else 1),
+                          _unread_body(r))
+            return -1.0
+        if rc == LR_AGAIN:
+            excess = 0  # the last limit's key was empty
+        # nginx's ngx_http_limit_req_account: the longest delay of all the limits.
+        max_delay = 0 if excess <= <int64_t>lim[4] else (excess - <int64_t>lim[4]) * 1000 // <int64_t>lim[2]
+        if held is not None:
+            for item in held:
+                ex = (<LimitTable>item[0]).req_account(item[1], item[2], <int64_t>item[3][2], now)
+                if ex <= <int64_t>item[3][4]:
+                    continue
+                d = (ex - <int64_t>item[3][4]) * 1000 // <int64_t>item[3][2]
+                if d > max_delay:
+                    max_delay, excess, lim = d, ex, item[3]
+        if max_delay == 0:
+            r.limit_req_status = b"PASSED"
+            return 0.0
+        self._limit_log(lim[6], loc.limit_req_delay_level,
+                        f'delaying request{", dry run" if loc.limit_req_dry else ""}, excess: '
+                        f'{excess // 1000}.{excess % 1000:03d}, by zone "{lim[5]}"', r)
+        if loc.limit_req_dry:
+            r.limit_req_status = b"DELAYED_DRY_RUN"
+            return 0.0
+        r.limit_req_status = b"DELAYED"
+        return max_delay / 1000.0
+
+    cdef bint _limit_conn(self, Request r, Location loc):
+        """nginx's ngx_http_limit_conn_handler: count ``r`` in every zone, or answer it."""
+        cdef tuple lim
+        cdef LimitTable t
+        cdef int32_t node = -1
+        cdef uint64_t h = 0
+        cdef int rc
+        cdef list taken = None
+        cdef bytes key
+        for lim in loc.limit_conns:
+            key = render(<tuple>lim[1], r, self)
+            if not key:
+                continue
+            t = <LimitTable>lim[0]
+            rc = t.conn_acquire(key, <int64_t>lim[2], &node, &h)
+            if rc == LC_OK:
+                if taken is None:
+                    taken = []
+                taken.append((t, node, h))
+                continue
+            if taken is not None:
+                _release_conns(taken)
+                taken = None
+            if rc == LC_BUSY:
+                self._limit_log(lim[4], loc.limit_conn_level,
+                                f'limiting connections{", dry run" if loc.limit_conn_dry else ""} '
+                                f'by zone "{lim[3]}"', r)
+                if loc.limit_conn_dry:
+                    r.limit_conn_status = b"REJECTED_DRY_RUN"
+                    return True
+            else:
+                self._limit_log(lim[4], "alert", f'could not allocate node in limit_conn zone '
+                                                 f'"{lim[3]}"', r)
+            r.limit_conn_status = b"REJECTED"
+            self.rt.stats.rejected(R_LIMIT_CONN)
+            self._respond(r, loc.limit_conn_status if rc == LC_BUSY else 503, None,
+                          b"Retry-After: 1\r\n", _unread_body(r))
+            return False
+        r.limit_conn_held = taken
+        r.limit_conn_status = b"PASSED"
+        return True
+
+    cdef _limit_log(self, object throttle, str level, str message, Request r):
+        """A limiter's error log line, at most one per second per zone (with the count skipped)."""
+        log = r.location.error_log
+        if level == "debug" or not log.enabled(level):
+            return
+        write, skipped = throttle.allow(self.loop.time())
+        if not write:
+            return
+        more = f" ({skipped} more in the last second)" if skipped else ""
+        log.log(level, message + more, conn=self.conn_id, client=self.remote_addr.decode(),
+                server=(r.server.name.decode() if r.server is not None else ""),
+                request=(r.request_line or b"").decode("latin-1"),
+                host=(r.host or b"").decode("latin-1"))
 
     cdef _return(self, Request r, Location loc):
         cdef bytes text = render(loc.ret_parts, r, self) if loc.ret_parts is not None else None
@@ -1248,6 +1433,13 @@ cdef class Downstream:
     cdef _log_request(self, Request r):
         cdef Location loc = r.location
         cdef list logs
+        if r.limit_conn_held is not None:
+            # The request has ended, however it ended: its limit_conn counts go back.
+            _release_conns(r.limit_conn_held)
+            r.limit_conn_held = None
+        if r.limit_timer is not None:
+            r.limit_timer.cancel()
+            r.limit_timer = None
         self.rt.stats.status(r.status or r.error_status)
         if loc is not None:
             logs = loc.access_logs
@@ -2046,6 +2238,12 @@ def _on_queue_timer(UpstreamPool pool):
     if pool.waker is not None and pool.queue.depth:
         _service_queue(pool)
     _arm_queue_timer(pool, now)
+
+
+cdef void _release_conns(list taken):
+    cdef tuple item
+    for item in taken:
+        (<LimitTable>item[0]).conn_release(<int32_t>item[1], <uint64_t>item[2])
 
 
 cdef bint _bytes_waiting(Downstream ds):

@@ -10,9 +10,11 @@ Values are stored in engine units: seconds (float) for times, bytes (int) for
 sizes.
 """
 
+import re
 from dataclasses import dataclass
 
 from . import units
+from .model import LimitZone
 from .variables import compile_template
 
 MAIN, EVENTS, HTTP, SERVER, LOCATION, UPSTREAM = (
@@ -157,6 +159,94 @@ def _queue(args):
     return (size, timeout)
 
 
+def _heartbeat_timeout(text):
+    value = units.parse_time(text)
+    if value < 2:
+        raise ValueError(f'"{text}" is too short: at least 2s (heartbeats come each second)')
+    return value
+
+
+def _zone_param(value):
+    """``NAME:SIZE`` of a limit zone; size at least 8k (nginx refuses small zones too)."""
+    name, sep, size = value.partition(":")
+    if not name or not sep or not all(c.isalnum() or c in "_-" for c in name):
+        raise ValueError(f'invalid zone size "{value}"')
+    nbytes = units.parse_size(size)
+    if nbytes < 8192:
+        raise ValueError(f'zone "{name}" is too small')
+    return name, nbytes
+
+
+def _limit_zone(kind, args):
+    key = compile_template(args[0])
+    name = size = rate = None
+    for item in args[1:]:
+        param, sep, value = item.partition("=")
+        if param == "zone" and sep:
+            name, size = _zone_param(value)
+        elif param == "rate" and sep and kind == "req":
+            m = re.fullmatch(r"(\d+)r/([sm])", value)
+            if not m or int(m.group(1)) == 0:
+                raise ValueError(f'invalid rate "{value}"')
+            # nginx's unit: milli-requests per second.
+            rate = int(m.group(1)) * 1000 // (60 if m.group(2) == "m" else 1)
+            if rate == 0:
+                raise ValueError(f'invalid rate "{value}"')
+        elif param in ("redis", "redis_timeout", "redis_fail") and kind == "req":
+            raise ValueError(f'"{param}=" is not supported yet by this version of fastgw '
+                             f'(planned in issue #4)')
+        else:
+            raise ValueError(f'invalid parameter "{item}"')
+    if name is None:
+        raise ValueError('"zone" parameter is required')
+    if kind == "req" and rate is None:
+        rate = 1000  # nginx's default: 1r/s
+    return LimitZone(kind=kind, name=name, size=size, key=key, rate=rate or 0)
+
+
+def _limit_req(args):
+    """``zone=NAME [burst=N] [nodelay | delay=N]`` -> (name, burst, delay) in milli-requests."""
+    name, burst, delay, nodelay = None, 0, 0, False
+    for item in args:
+        param, sep, value = item.partition("=")
+        if param == "zone" and sep and value:
+            name = value
+        elif param == "burst" and sep:
+            burst = units.parse_int(value)
+        elif param == "delay" and sep:
+            delay = units.parse_int(value)
+        elif item == "nodelay":
+            nodelay = True
+        else:
+            raise ValueError(f'invalid parameter "{item}"')
+    if name is None:
+        raise ValueError('"zone" parameter is required')
+    if nodelay and any(a.startswith("delay=") for a in args):
+        raise ValueError('"nodelay" and "delay=" cannot be used together')
+    # nginx: nodelay is a delay threshold no excess can reach.
+    return (name, burst * 1000, (1 << 60) if nodelay else delay * 1000)
+
+
+def _limit_conn(args):
+    n = units.parse_int(args[1])
+    if not 1 <= n <= 65535:
+        raise ValueError(f'invalid number of connections "{args[1]}"')
+    return (args[0], n)
+
+
+def _limit_status(text):
+    code = units.parse_int(text)
+    if not 400 <= code <= 599:
+        raise ValueError(f'value must be between 400 and 599')
+    return code
+
+
+def _limit_log_level(text):
+    if text not in ("info", "notice", "warn", "error"):
+        raise ValueError(f'invalid value "{text}"')
+    return text
+
+
 def _zone(args):
     name = args[0]
     if not name or not all(c.isalnum() or c in "_-" for c in name):
@@ -174,6 +264,7 @@ _TIME = _one(units.parse_time)
 _SIZE = _one(units.parse_size)
 _INT = _one(units.parse_int)
 _POSINT = _one(lambda s: units.parse_int(s, minimum=1))
+_FLAG = _one(units.parse_flag)
 
 DIRECTIVES = [
     # -- main -------------------------------------------------------------------------------
@@ -193,8 +284,9 @@ DIRECTIVES = [
               _TIME, default="30s"),
     Directive("worker_heartbeat_timeout", frozenset({MAIN}), (1, 1),
               "fastgw: a worker sends the master a heartbeat each second; one silent for this "
-              "long is taken as hung (its loop blocked), logged, killed and replaced.",
-              _TIME, default="10s"),
+              "long is taken as hung (its loop blocked), logged, killed and replaced. At least "
+              "2s (a busy machine delays heartbeats).",
+              _one(_heartbeat_timeout), default="10s"),
     Directive("worker_rlimit_nofile", frozenset({MAIN}), (1, 1),
               "RLIMIT_NOFILE for worker processes.", _POSINT),
     Directive("events", frozenset({MAIN}), (0, 0), "Connection processing settings.", block=True),
@@ -211,8 +303,17 @@ DIRECTIVES = [
               "bound), the rest wait in the upstream's `queue`.",
               block=True),
     _planned("map", {HTTP}, (2, 2), "#8", "Map one variable's value to another."),
-    _planned("limit_req_zone", {HTTP}, (3, None), "#4", "Shared-memory zone for limit_req."),
-    _planned("limit_conn_zone", {HTTP}, (2, 2), "#4", "Shared-memory zone for limit_conn."),
+    Directive("limit_req_zone", frozenset({HTTP}), (2, 6),
+              "`limit_req_zone KEY zone=NAME:SIZE rate=Nr/s|Nr/m`: a shared-memory zone of "
+              "request rates per KEY (variables, e.g. `$binary_remote_addr`), exact across "
+              "workers. SIZE holds about 7,700 keys per megabyte (least recently used keys are "
+              "evicted when it is full); a key that evaluates empty is not limited. The zone "
+              "keeps its state across a reload while its name, size and key do not change.",
+              lambda args: _limit_zone("req", args), multiple=True),
+    Directive("limit_conn_zone", frozenset({HTTP}), (2, 2),
+              "`limit_conn_zone KEY zone=NAME:SIZE`: a shared-memory zone counting requests in "
+              "flight per KEY across workers (about 7,700 keys per megabyte).",
+              lambda args: _limit_zone("conn", args), multiple=True),
     _planned("log_format", {HTTP}, (2, None), "#8", "Named access log format."),
     # -- http, server, location ----------------------------------------------------------
     Directive("access_log", HSL, (1, 5),
@@ -289,14 +390,40 @@ DIRECTIVES = [
     _planned("proxy_buffering", HSL, (1, 1), "#7", "Buffer upstream responses."),
     _planned("proxy_buffers", HSL, (2, 2), "#7", "Response buffers."),
     _planned("proxy_request_buffering", HSL, (1, 1), "#7", "Buffer request bodies."),
-    _planned("limit_req", HSL, (1, 3), "#4", "Apply a limit_req zone."),
-    _planned("limit_req_status", HSL, (1, 1), "#4", "Status of limit_req rejections."),
-    _planned("limit_req_log_level", HSL, (1, 1), "#4", "Log level of limit_req rejections."),
-    _planned("limit_req_dry_run", HSL, (1, 1), "#4", "Count but do not reject."),
-    _planned("limit_conn", HSL, (2, 2), "#4", "Apply a limit_conn zone."),
-    _planned("limit_conn_status", HSL, (1, 1), "#4", "Status of limit_conn rejections."),
-    _planned("limit_conn_log_level", HSL, (1, 1), "#4", "Log level of limit_conn rejections."),
-    _planned("limit_conn_dry_run", HSL, (1, 1), "#4", "Count but do not reject."),
+    Directive("limit_req", HSL, (1, 3),
+              "`limit_req zone=NAME [burst=N] [nodelay | delay=N]`: nginx's leaky bucket. Up to "
+              "`burst` requests over the rate are delayed to the rate (held in the worker, "
+              "holding no upstream connection); with `delay=N` the first N of them pass at once; "
+              "with `nodelay` all of them do; beyond the burst, `limit_req_status` with "
+              "Retry-After (seconds until the bucket admits the next request, rounded up). "
+              "Several `limit_req` at one level all apply; a level with none inherits the "
+              "outer level's. Applies to proxied, status and not-found requests, not to "
+              "`return` (as in nginx, which runs `return` before its limits).",
+              _limit_req, multiple=True, inherit=True),
+    Directive("limit_req_status", HSL, (1, 1),
+              "Status of limit_req rejections: fastgw's default is 429 (a client over its own "
+              "limit, RFC 6585); nginx's is 503. A zone that is full answers 503.",
+              _one(_limit_status), default="429", inherit=True),
+    Directive("limit_req_log_level", HSL, (1, 1),
+              "Level of the `limiting requests` line (at most one per second per zone, with "
+              "the count skipped); delays are logged one level lower.",
+              _one(_limit_log_level), default="error", inherit=True),
+    Directive("limit_req_dry_run", HSL, (1, 1),
+              "`on`: count and log, but neither reject nor delay ($limit_req_status says "
+              "REJECTED_DRY_RUN or DELAYED_DRY_RUN).", _FLAG, default="off", inherit=True),
+    Directive("limit_conn", HSL, (2, 2),
+              "`limit_conn ZONE N`: at most N requests in flight per key of the zone, across "
+              "workers; the count is released when the request ends, however it ends. Several "
+              "at one level all apply; a level with none inherits the outer level's.",
+              _limit_conn, multiple=True, inherit=True),
+    Directive("limit_conn_status", HSL, (1, 1),
+              "Status of limit_conn rejections (fastgw 429, nginx 503).",
+              _one(_limit_status), default="429", inherit=True),
+    Directive("limit_conn_log_level", HSL, (1, 1),
+              "Level of the `limiting connections` line (at most one per second per zone).",
+              _one(_limit_log_level), default="error", inherit=True),
+    Directive("limit_conn_dry_run", HSL, (1, 1),
+              "`on`: count and log, but do not reject.", _FLAG, default="off", inherit=True),
     Directive("stub_status", frozenset({LOCATION}), (0, 1),
               "The location answers nginx's stub_status page (active connections, accepts, "
               "handled, requests, reading/writing/waiting), summed over all workers."),

@@ -77,6 +77,9 @@ class _Builder:
         self.path = path
         self.prefix = prefix
         self.errors = []
+        # limit_req / limit_conn references, checked once every zone is known:
+        # (directive, zone name, node).
+        self.zone_refs = []
 
     # -- helpers ----------------------------------------------------------------------------
     def err(self, node, message):
@@ -137,6 +140,10 @@ class _Builder:
                 values.setdefault(d.name, []).append(value)
             else:
                 values[d.name] = value
+            if d.name in ("limit_req", "limit_conn"):
+                self.zone_refs.append((d.name, value[0], node))
+            elif d.name in ("limit_req_zone", "limit_conn_zone"):
+                self.zone_refs.append((d.name, value, node))
         return values, block_nodes
 
     # -- main ----------------------------------------------------------------------------
@@ -217,7 +224,28 @@ class _Builder:
                             f"a duplicate default server for {listen.host}:{listen.port}",
                             listen.file, listen.line))
                     defaults.add(listen.address)
-        return Http(upstreams=upstreams, servers=tuple(servers))
+        return Http(upstreams=upstreams, servers=tuple(servers), limit_zones=self.limit_zones())
+
+    def limit_zones(self):
+        """The limit zones by name; every limit_req / limit_conn must name one of its kind."""
+        zones = {}
+        for directive, zone, node in self.zone_refs:
+            if directive.endswith("_zone"):
+                if zone.name in zones:
+                    self.err(node, f'duplicate zone "{zone.name}"')
+                else:
+                    zones[zone.name] = zone
+        for directive, name, node in self.zone_refs:
+            if directive.endswith("_zone"):
+                continue
+            kind = "req" if directive == "limit_req" else "conn"
+            zone = zones.get(name)
+            if zone is None:
+                self.err(node, f'no {directive}_zone "{name}" is defined')
+            elif zone.kind != kind:
+                self.err(node, f'zone "{name}" is a limit_{zone.kind}_zone, not a '
+                               f'{directive}_zone')
+        return zones
 
     def merged(self, *levels):
         """Settings from the nearest level that sets each inherited directive, else its default."""
@@ -239,6 +267,8 @@ class _Builder:
         out["error_log"] = (self.abspath(el[0]), el[1])
         out["proxy_set_header"] = tuple(out["proxy_set_header"])
         out["add_header"] = tuple(out["add_header"])
+        out["limit_req"] = tuple(out["limit_req"])
+        out["limit_conn"] = tuple(out["limit_conn"])
         return out
 
     # -- upstream --------------------------------------------------------------------------

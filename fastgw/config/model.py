@@ -144,11 +144,31 @@ class Server:
 
 
 @dataclass(frozen=True)
+class LimitZone:
+    """A ``limit_req_zone`` (kind "req") or ``limit_conn_zone`` (kind "conn").
+
+    ``size`` in bytes; ``key`` a compiled Template; ``rate`` in milli-requests
+    per second (nginx's unit; 0 for limit_conn).
+    """
+
+    kind: str
+    name: str
+    size: int
+    key: object
+    rate: int = 0
+
+    def signature(self):
+        """What must not change for a reload to keep the zone's state (nginx: name, size, key)."""
+        return (self.kind, self.name, self.size, self.key.source)
+
+
+@dataclass(frozen=True)
 class Http:
-    """The ``http`` block: upstream groups by name and servers in file order."""
+    """The ``http`` block: upstream groups by name, servers in file order, limit zones by name."""
 
     upstreams: dict = field(default_factory=dict)
     servers: tuple = ()
+    limit_zones: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 HOST, REMOTE_ADDR, REMOTE_PORT, PROXY_HOST, PROXY_PORT, PROXY_ADD_X_FORWARDED_FOR, SCHEME, \
     REQUEST_URI, URI, ARGS, IS_ARGS, REQUEST_METHOD, SERVER_NAME, SERVER_PORT, SERVER_ADDR, \
     SERVER_PROTOCOL, CONNECTION, CONNECTION_REQUESTS, PID, MSEC, CONTENT_LENGTH, CONTENT_TYPE, \
-    HTTP, ARG, COOKIE, REQUEST, = range(26)
+    HTTP, ARG, COOKIE, REQUEST, BINARY_REMOTE_ADDR, LIMIT_REQ_STATUS, LIMIT_CONN_STATUS, \
+    = range(29)
 
 SIMPLE = {
     "host": HOST, "remote_addr": REMOTE_ADDR, "remote_port": REMOTE_PORT,
@@ -26,6 +27,8 @@ SIMPLE = {
     "server_protocol": SERVER_PROTOCOL, "connection": CONNECTION,
     "connection_requests": CONNECTION_REQUESTS, "pid": PID, "msec": MSEC,
     "content_length": CONTENT_LENGTH, "content_type": CONTENT_TYPE, "request": REQUEST,
+    "binary_remote_addr": BINARY_REMOTE_ADDR, "limit_req_status": LIMIT_REQ_STATUS,
+    "limit_conn_status": LIMIT_CONN_STATUS,
 }
 PREFIXED = {"http_": HTTP, "arg_": ARG, "cookie_": COOKIE}
 

@@ -138,7 +138,6 @@ def _get(port, path, read_after=0.0, timeout=10.0):
     return resp, sent
 
 
-@pytest.mark.xfail(strict=True, reason="needs issue 4: limit_req")
 def test_pub24_limit_req_burst_nodelay_status(make_gw, probe):
     """PUB-24: `limit_req` burst / nodelay / custom status (nginx-tests limit_req.t).
 
@@ -193,7 +192,6 @@ LIMIT2_LOCATIONS = """
 """
 
 
-@pytest.mark.xfail(strict=True, reason="needs issue 4: limit_req")
 @pytest.mark.parametrize("path", [b"/two", b"/twond"], ids=["delay", "nodelay"])
 def test_pub24_two_limits_keyed_by_arguments(make_gw, probe, path):
     """PUB-24 add-on (nginx-tests limit_req2.t): one location with two limits.

@@ -120,6 +120,28 @@ VALID = [
      lambda c: c.worker_shutdown_timeout, 90.0),
     ("worker_heartbeat_timeout", "main", "worker_heartbeat_timeout 2s;",
      lambda c: c.worker_heartbeat_timeout, 2.0),
+    ("limit_req_zone", "http", "limit_req_zone $binary_remote_addr zone=one:1m rate=30r/m;",
+     lambda c: (c.http.limit_zones["one"].size, c.http.limit_zones["one"].rate,
+                c.http.limit_zones["one"].key.source), (1 << 20, 500, "$binary_remote_addr")),
+    ("limit_conn_zone", "http", "limit_conn_zone $http_x_key zone=k:64k;",
+     lambda c: (c.http.limit_zones["k"].kind, c.http.limit_zones["k"].size), ("conn", 65536)),
+    ("limit_req", "http", "limit_req_zone $uri zone=one:1m rate=10r/s; "
+     "limit_req zone=one burst=5 nodelay; limit_req zone=one delay=2;",
+     lambda c: settings(c).limit_req, (("one", 5000, 1 << 60), ("one", 0, 2000))),
+    ("limit_conn", "http", "limit_conn_zone $uri zone=c:1m; limit_conn c 3;",
+     lambda c: settings(c).limit_conn, (("c", 3),)),
+    ("limit_req_status", "location", "limit_req_status 503;",
+     lambda c: settings(c).limit_req_status, 503),
+    ("limit_req_log_level", "server", "limit_req_log_level warn;",
+     lambda c: settings(c).limit_req_log_level, "warn"),
+    ("limit_req_dry_run", "location", "limit_req_dry_run on;",
+     lambda c: settings(c).limit_req_dry_run, True),
+    ("limit_conn_status", "location", "limit_conn_status 503;",
+     lambda c: settings(c).limit_conn_status, 503),
+    ("limit_conn_log_level", "location", "limit_conn_log_level info;",
+     lambda c: settings(c).limit_conn_log_level, "info"),
+    ("limit_conn_dry_run", "location", "limit_conn_dry_run on;",
+     lambda c: settings(c).limit_conn_dry_run, True),
     ("worker_rlimit_nofile", "main", "worker_rlimit_nofile 65536;",
      lambda c: c.worker_rlimit_nofile, 65536),
     ("worker_connections", "events", "worker_connections 4096;",
@@ -237,6 +259,14 @@ def test_defaults(tmp_path):
         "proxy_send_timeout": 60.0,
         "proxy_read_timeout": 60.0,
         "priority": 0,
+        "limit_req": (),
+        "limit_req_status": 429,
+        "limit_req_log_level": "error",
+        "limit_req_dry_run": False,
+        "limit_conn": (),
+        "limit_conn_status": 429,
+        "limit_conn_log_level": "error",
+        "limit_conn_dry_run": False,
     }
     assert settings(config).as_dict() == expected
     assert server0(config).settings.as_dict() == expected
@@ -312,10 +342,10 @@ def test_planned_directive_is_rejected(tmp_path, d):
 
 
 def test_planned_directive_in_included_file(tmp_path):
-    write(tmp_path / "limits.conf", "\n\nlimit_req zone=one burst=5;\n")
-    text = conf(location="include limits.conf;")
+    write(tmp_path / "buffers.conf", "\n\nproxy_buffering off;\n")
+    text = conf(location="include buffers.conf;")
     errors = errors_of(tmp_path, text)
-    assert_one_error(errors, not_supported("limit_req", "#4"), tmp_path / "limits.conf", 3)
+    assert_one_error(errors, not_supported("proxy_buffering", "#7"), tmp_path / "buffers.conf", 3)
 
 
 # -- errors, each at its file and line ----------------------------------------------------------
@@ -368,6 +398,30 @@ def test_planned_directive_in_included_file(tmp_path):
      '"worker_connections" directive is duplicate'),
     ("location", "proxy_pass http://backend;  # here", '"proxy_pass" directive is duplicate'),
     ("tail", "location / {}  # here", 'duplicate location "/"'),
+    ("http", "limit_req_zone $uri zone=one rate=10r/s;",
+     'invalid zone size "one" in "limit_req_zone" directive'),
+    ("http", "limit_req_zone $uri zone=one:4k rate=10r/s;",
+     'zone "one" is too small in "limit_req_zone" directive'),
+    ("http", "limit_req_zone $uri zone=one:1m rate=10r/h;",
+     'invalid rate "10r/h" in "limit_req_zone" directive'),
+    ("http", "limit_req_zone $uri rate=10r/s;",
+     '"zone" parameter is required in "limit_req_zone" directive'),
+    ("http", "limit_req_zone $uri zone=a:1m;\nlimit_req_zone $args zone=a:1m;  # here",
+     'duplicate zone "a"'),
+    ("location", "limit_req zone=nope;", 'no limit_req_zone "nope" is defined'),
+    ("http", "limit_conn_zone $uri zone=c:1m;\nlimit_req zone=c;  # here",
+     'zone "c" is a limit_conn_zone, not a limit_req_zone'),
+    ("location", "limit_req burst=5;", '"zone" parameter is required in "limit_req" directive'),
+    ("location", "limit_req zone=a nodelay delay=2;",
+     '"nodelay" and "delay=" cannot be used together in "limit_req" directive'),
+    ("location", "limit_conn c 0;", 'invalid number of connections "0" in "limit_conn" directive'),
+    ("location", "limit_req_status 200;",
+     'value must be between 400 and 599 in "limit_req_status" directive'),
+    ("location", "limit_conn_log_level debug;",
+     'invalid value "debug" in "limit_conn_log_level" directive'),
+    ("main", "worker_heartbeat_timeout 1s;",
+     '"1s" is too short: at least 2s (heartbeats come each second) in "worker_heartbeat_timeout" '
+     'directive'),
 ])
 def test_error_at_file_and_line(tmp_path, where, statement, message):
     marked = statement if "# here" in statement else statement + "  # here"
@@ -377,8 +431,8 @@ def test_error_at_file_and_line(tmp_path, where, statement, message):
 
 
 def test_bad_flag_is_an_invalid_value(tmp_path, monkeypatch):
-    # No implemented directive takes on|off yet (proxy_buffering and the *_dry_run ones are
-    # planned), so declare one the way the table would and check the loader's report of it.
+    # A flag declared the way the table would (as the *_dry_run ones are), so that the
+    # loader's report is checked apart from any one directive.
     from fastgw.config import units
     flag = D.Directive("x_flag", D.HSL, (1, 1), "test", lambda a: units.parse_flag(a[0]),
                        inherit=True)
