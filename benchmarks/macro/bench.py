@@ -62,8 +62,14 @@ import time
 from pathlib import Path
 
 HOST = "127.0.0.1"
-ALL_TARGETS = ("direct", "fastgw", "nginx")
-PROXIES = ("fastgw", "nginx")
+ALL_TARGETS = ("direct", "fastgw", "nginx", "fastgw-limits")
+DEFAULT_TARGETS = ("direct", "fastgw", "nginx")
+PROXIES = ("fastgw", "nginx", "fastgw-limits")
+# fastgw-limits: fastgw with a limit_req and a limit_conn that admit everything, to
+# measure what the shared-memory checks cost per request.
+LIMITS_HTTP = ("limit_req_zone $binary_remote_addr zone=bench:1m rate=100000000r/s;\n"
+               "    limit_conn_zone $binary_remote_addr zone=benchc:1m;")
+LIMITS_LOCATION = "limit_req zone=bench burst=1000000 nodelay; limit_conn benchc 65535; "
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -440,17 +446,18 @@ http {{
 """)
 
 
-def fastgw_conf(port: int, upstream_port: int, workers: int) -> str:
+def fastgw_conf(port: int, upstream_port: int, workers: int, limits: bool = False) -> str:
     return f"""\
 worker_processes {workers};
 error_log logs/error.log error;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
+    {LIMITS_HTTP if limits else ""}
     upstream app {{ server {HOST}:{upstream_port}; keepalive 64; }}
     server {{
         listen {HOST}:{port};
-        location / {{ proxy_pass http://app; }}
+        location / {{ {LIMITS_LOCATION if limits else ""}proxy_pass http://app; }}
     }}
 }}
 """
@@ -620,7 +627,8 @@ def start_proxy(name: str, args, root: Path, upstream_port: int,
             "-c", str(conf), "-g", "daemon off;"]
     else:
         conf = prefix / "conf" / "fastgw.conf"
-        conf.write_text(fastgw_conf(port, upstream_port, args.workers))
+        conf.write_text(fastgw_conf(port, upstream_port, args.workers,
+                                    limits=name == "fastgw-limits"))
         argv = taskset(proxy_cpus) + fastgw_cmd + [
             "-p", str(prefix), "-c", str(conf)]
     proc = Managed(name, argv, prefix / "logs" / "stdout.log")
@@ -765,12 +773,14 @@ def print_table(medians: dict, ratios: dict, targets: list[str],
                 bp = fmt(m["proxy_cpu_busy_pct"], ".0f")
                 line += f" {bl + '/' + bp:>17}"
             print(line)
-        r = ratios.get(str(c))
-        if r:
-            print(f"{'':>6}  {'fastgw/nginx':<13} {fmt(r['rps'], '.2f'):>9}x "
-                  f"{'':>5} {fmt(r['p50_ms'], '.2f'):>7}x "
-                  f"{fmt(r['p99_ms'], '.2f'):>7}x {'':>7} "
-                  f"{fmt(r['proxy_us_per_req'], '.2f'):>11}x")
+        r = ratios.get(str(c)) or {}
+        for label, q in (("fastgw/nginx", r if "rps" in r else None),
+                         ("limits/fastgw", r.get("limits"))):
+            if q:
+                print(f"{'':>6}  {label:<13} {fmt(q['rps'], '.2f'):>9}x "
+                      f"{'':>5} {fmt(q['p50_ms'], '.2f'):>7}x "
+                      f"{fmt(q['p99_ms'], '.2f'):>7}x {'':>7} "
+                      f"{fmt(q['proxy_us_per_req'], '.2f'):>11}x")
         print()
 
 
@@ -826,7 +836,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         epilog="See benchmarks/README.md.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--targets", default=",".join(ALL_TARGETS),
+    p.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
                    help="comma list out of direct,fastgw,nginx, in run order")
     p.add_argument("--upstream", choices=("nginx", "backend"), default="nginx",
                    help="nginx `return 200`, or python -m fastgw.testing.backend")
@@ -937,10 +947,11 @@ def main(argv=None) -> int:
 
     fastgw_cmd, fastgw_version = None, None
     skipped: dict[str, str] = {}
-    if "fastgw" in targets:
+    if "fastgw" in targets or "fastgw-limits" in targets:
         fastgw_cmd, why = find_fastgw(args.fastgw_cmd)
         if fastgw_cmd is None:
-            skipped["fastgw"] = f"not runnable: {why}"
+            for t in ("fastgw", "fastgw-limits"):
+                skipped[t] = f"not runnable: {why}"
             log(f"SKIP fastgw: {why}")
         else:
             fastgw_version = why
@@ -1041,6 +1052,10 @@ def main(argv=None) -> int:
         if f and n:
             ratios[key] = {k: ratio(f[k], n[k]) for k in
                            ("rps", "p50_ms", "p99_ms", "proxy_us_per_req")}
+        fl = med.get("fastgw-limits")
+        if f and fl:
+            ratios.setdefault(key, {})["limits"] = {
+                k: ratio(fl[k], f[k]) for k in ("rps", "p50_ms", "p99_ms", "proxy_us_per_req")}
     if not medians:
         log("no measurement completed")
         return 130 if interrupted else 1
