@@ -74,12 +74,22 @@ def build_pools(config, loop):
 _LOWER = {"error": "warn", "warn": "notice", "notice": "info", "info": "debug"}
 
 
-def limit_tables(zones):
-    """zone name -> (LimitTable, LimitZone, Throttle) for a worker's locations."""
+def limit_tables(zones, error_log=None):
+    """zone name -> (LimitTable, LimitZone, Throttle, RedisBucket or None) for a worker's
+    locations (call it in the worker: a Redis zone gets this worker's connection pool)."""
     if zones is None:
         return {}
-    return {name: (table, zones.limit_specs[name], Throttle())
-            for name, table in zones.limit_tables.items()}
+    out = {}
+    for name, table in zones.limit_tables.items():
+        spec = zones.limit_specs[name]
+        bucket = None
+        if spec.redis is not None:
+            from fastgw.redis_limit import RedisBucket
+
+            bucket = RedisBucket(name, spec.redis[0], spec.redis[1], spec.redis_timeout,
+                                 spec.redis_fail == "open", error_log)
+        out[name] = (table, spec, Throttle(), bucket)
+    return out
 
 
 def _limits(loc, kind, s, tables):
@@ -91,17 +101,19 @@ def _limits(loc, kind, s, tables):
     loc.limit_conn_status = s.limit_conn_status
     loc.limit_conn_level = s.limit_conn_log_level
     loc.limit_conn_dry = s.limit_conn_dry_run
+    loc.limit_redis = False
     if kind == proxy.KIND_RETURN or not tables:
         loc.limit_reqs = loc.limit_conns = ()
         return
     reqs = []
     for name, burst, delay in s.limit_req:
-        table, zone, throttle = tables[name]
-        reqs.append((table, zone.key.parts, zone.rate, burst, delay, name, throttle))
+        table, zone, throttle, bucket = tables[name]
+        reqs.append((table, zone.key.parts, zone.rate, burst, delay, name, throttle, bucket))
+        loc.limit_redis = loc.limit_redis or bucket is not None
     loc.limit_reqs = tuple(reqs)
     conns = []
     for name, most in s.limit_conn:
-        table, zone, throttle = tables[name]
+        table, zone, throttle, _ = tables[name]
         conns.append((table, zone.key.parts, most, name, throttle))
     loc.limit_conns = tuple(conns)
 

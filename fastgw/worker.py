@@ -98,7 +98,8 @@ class Worker:
         self.use_zones()
         self.listeners = runtime.build_listeners(self.config, self.rt, self.sockets, self.logs,
                                                  self.access_logs, self.pools,
-                                                 runtime.limit_tables(self.zones))
+                                                 runtime.limit_tables(self.zones,
+                                                                      self.error_log))
         for listener in self.listeners:
             listener.start()
         self.loop.add_signal_handler(signal.SIGQUIT, self.graceful_stop)

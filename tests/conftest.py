@@ -75,3 +75,61 @@ def base_gateway(gateway, backend):
                                         http_extra=http_extra))
 
     return make
+
+
+class RedisServer:
+    """A throwaway redis-server on a free loopback port (no persistence)."""
+
+    def __init__(self):
+        import shutil
+        import subprocess
+
+        from fastgw.testing.harness import free_port
+
+        exe = shutil.which("redis-server")
+        if exe is None:
+            # .ci/run installs it; a developer machine may lack it.
+            pytest.fail("redis-server is not installed (apt-get install redis-server)")
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--enable-debug-command", "local"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.wait()
+
+    def wait(self):
+        import socket
+
+        from fastgw.testing.harness import wait_until
+
+        def pong():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    return s.recv(16).startswith(b"+PONG")
+            except OSError:
+                return False
+        wait_until(pong, timeout=10, message="redis-server")
+
+    def command(self, *args):
+        """One command in RESP; returns the raw reply."""
+        import socket
+
+        out = b"*%d\r\n" % len(args) + b"".join(
+            b"$%d\r\n%s\r\n" % (len(a), a) for a in (x.encode() if isinstance(x, str) else x
+                                                     for x in args))
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(out)
+            return s.recv(65536)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@pytest.fixture
+def redis_server():
+    server = RedisServer()
+    yield server
+    server.stop()

@@ -57,6 +57,7 @@ cdef class Location:
     cdef public str limit_req_level
     cdef public str limit_req_delay_level
     cdef public bint limit_req_dry
+    cdef public bint limit_redis
     # limit_conn: ((LimitTable, key parts, max, zone name, Throttle), ...)
     cdef public tuple limit_conns
     cdef public int limit_conn_status

@@ -25,6 +25,7 @@ served waits in ``pending`` with its body buffered (reading pauses above
 PIPELINE_BUFFER bytes).
 """
 
+import asyncio
 import socket
 import time
 from functools import partial
@@ -924,6 +925,12 @@ cdef class Downstream:
     cdef bint _limits(self, Request r, Location loc):
         """True when ``r`` may go on now; otherwise it was answered, or is held by limit_req."""
         cdef double delay = 0.0
+        if loc.limit_redis:
+            # A zone in Redis: the check is a round trip; the request is held meanwhile.
+            if r.chunked or (r.content_length is not None and r.content_length.strip() != b"0"):
+                self._pause_reading()
+            self.loop.create_task(_redis_limit_req(self, r, loc))
+            return False
         if loc.limit_reqs:
             delay = self._limit_req(r, loc)
             if delay < 0:
@@ -984,28 +991,7 @@ cdef class Downstream:
             if held is not None:
                 for item in held:
                     (<LimitTable>item[0]).req_release(item[1], item[2])
-            if rc == LR_ERROR:
-                self._limit_log(lim[6], "alert", f'could not allocate node in limit_req zone '
-                                                 f'"{lim[5]}"', r)
-            else:
-                self._limit_log(lim[6], loc.limit_req_level,
-                                f'limiting requests{", dry run" if loc.limit_req_dry else ""}, '
-                                f'excess: {excess // 1000}.{excess % 1000:03d} by zone '
-                                f'"{lim[5]}"', r)
-                if loc.limit_req_dry:
-                    r.limit_req_status = b"REJECTED_DRY_RUN"
-                    return 0.0
-            r.limit_req_status = b"REJECTED"
-            self.rt.stats.rejected(R_LIMIT_REQ)
-            if rc == LR_BUSY:
-                status = loc.limit_req_status
-                # Until the bucket admits the next request: (excess - burst) / rate.
-                retry = (excess - <int64_t>lim[3] + <int64_t>lim[2] - 1) // <int64_t>lim[2]
-            else:
-                status, retry = 503, 1
-            self._respond(r, status, None, b"Retry-After: %d\r\n" % (retry if retry > 0 else 1),
-                          _unread_body(r))
-            return -1.0
+            return self._limit_req_reject(r, loc, lim, excess, rc)
         if rc == LR_AGAIN:
             excess = 0  # the last limit's key was empty
         # nginx's ngx_http_limit_req_account: the longest delay of all the limits.
@@ -1018,7 +1004,40 @@ cdef class Downstream:
                 d = (ex - <int64_t>item[3][4]) * 1000 // <int64_t>item[3][2]
                 if d > max_delay:
                     max_delay, excess, lim = d, ex, item[3]
-        if max_delay == 0:
+        return self._limit_req_delay(r, loc, lim, excess, max_delay)
+
+    cdef double _limit_req_reject(self, Request r, Location loc, tuple lim, int64_t excess, int rc):
+        """Answer a request over a limit_req (LR_BUSY) or that found its zone full (LR_ERROR);
+        -1, or 0 in a dry run."""
+        cdef int status
+        cdef long retry
+        if rc == LR_ERROR:
+            self._limit_log(lim[6], "alert", f'could not allocate node in limit_req zone '
+                                             f'"{lim[5]}"', r)
+        else:
+            self._limit_log(lim[6], loc.limit_req_level,
+                            f'limiting requests{", dry run" if loc.limit_req_dry else ""}, '
+                            f'excess: {excess // 1000}.{excess % 1000:03d} by zone '
+                            f'"{lim[5]}"', r)
+            if loc.limit_req_dry:
+                r.limit_req_status = b"REJECTED_DRY_RUN"
+                return 0.0
+        r.limit_req_status = b"REJECTED"
+        self.rt.stats.rejected(R_LIMIT_REQ)
+        if rc == LR_BUSY:
+            status = loc.limit_req_status
+            # Until the bucket admits the next request: (excess - burst) / rate.
+            retry = (excess - <int64_t>lim[3] + <int64_t>lim[2] - 1) // <int64_t>lim[2]
+        else:
+            status, retry = 503, 1
+        self._respond(r, status, None, b"Retry-After: %d\r\n" % (retry if retry > 0 else 1),
+                      _unread_body(r))
+        return -1.0
+
+    cdef double _limit_req_delay(self, Request r, Location loc, tuple lim, int64_t excess,
+                                 int64_t max_delay):
+        """Seconds to hold a request that passed its limits (0: none), logged as nginx does."""
+        if max_delay <= 0:
             r.limit_req_status = b"PASSED"
             return 0.0
         self._limit_log(lim[6], loc.limit_req_delay_level,
@@ -1029,6 +1048,16 @@ cdef class Downstream:
             return 0.0
         r.limit_req_status = b"DELAYED"
         return max_delay / 1000.0
+
+    def _limit_req_done(self, Request r, double delay):
+        """The Redis path's verdict: hold ``r`` for ``delay`` seconds, or go on now."""
+        r.limit_timer = None
+        if self.closing or r.done or r is not self.current:
+            return
+        if delay > 0:
+            r.limit_timer = self.loop.call_later(delay, self._limit_delay_done, r)
+        else:
+            self._limit_delay_done(r)
 
     cdef bint _limit_conn(self, Request r, Location loc):
         """nginx's ngx_http_limit_conn_handler: count ``r`` in every zone, or answer it."""
@@ -2238,6 +2267,60 @@ def _on_queue_timer(UpstreamPool pool):
     if pool.waker is not None and pool.queue.depth:
         _service_queue(pool)
     _arm_queue_timer(pool, now)
+
+
+async def _redis_limit_req(Downstream ds, Request r, Location loc):
+    """limit_req for a location with a zone in Redis (fastgw.redis_limit).
+
+    Every zone is charged as it is checked, in order (a Redis zone cannot hold
+    an entry while the others are looked at, as nginx's shared-memory zones do);
+    the longest delay wins. A Redis zone that failed uses its local table
+    (``redis_fail=open``) or answers 503 (``closed``).
+    """
+    cdef tuple lim, chosen = None
+    cdef LimitTable t
+    cdef int64_t excess, best = 0, max_delay = 0, d
+    cdef int rc
+    cdef bint checked = False
+    for lim in loc.limit_reqs:
+        key = render(<tuple>lim[1], r, ds)
+        if not key:
+            continue
+        checked = True
+        bucket = lim[7]
+        result = None
+        if bucket is not None:
+            # Cancelled (by the request's end) only while it waits for Redis.
+            r.limit_timer = asyncio.current_task()
+            result = await bucket.check(key, lim[2], lim[3])
+            r.limit_timer = None
+            if ds.closing or r.done:
+                return
+            if result is None and not bucket.fail_open:
+                r.limit_req_status = b"REJECTED"
+                ds.rt.stats.rejected(R_LIMIT_REQ)
+                ds._respond(r, 503, None, b"Retry-After: 1\r\n", _unread_body(r))
+                return
+        if result is None:
+            t = <LimitTable>lim[0]
+            rc, excess, _, _ = t.req_check(key, lim[2], lim[3],
+                                           <int64_t>(ds.loop.time() * 1000), True)
+        else:
+            rc, excess = (LR_BUSY if result[0] else LR_OK), result[1]
+        if rc != LR_OK:
+            if ds._limit_req_reject(r, loc, lim, excess, rc) < 0:
+                return
+            continue
+        if excess > <int64_t>lim[4]:
+            d = (excess - <int64_t>lim[4]) * 1000 // <int64_t>lim[2]
+            if d > max_delay or chosen is None:
+                max_delay, best, chosen = d, excess, lim
+        elif chosen is None:
+            chosen = lim
+    if not checked or chosen is None:
+        ds._limit_req_done(r, 0.0)
+        return
+    ds._limit_req_done(r, ds._limit_req_delay(r, loc, chosen, best, max_delay))
 
 
 cdef void _release_conns(list taken):

@@ -179,7 +179,8 @@ def _zone_param(value):
 
 def _limit_zone(kind, args):
     key = compile_template(args[0])
-    name = size = rate = None
+    name = size = rate = redis = None
+    redis_timeout, redis_fail = 0.1, "open"
     for item in args[1:]:
         param, sep, value = item.partition("=")
         if param == "zone" and sep:
@@ -192,16 +193,29 @@ def _limit_zone(kind, args):
             rate = int(m.group(1)) * 1000 // (60 if m.group(2) == "m" else 1)
             if rate == 0:
                 raise ValueError(f'invalid rate "{value}"')
-        elif param in ("redis", "redis_timeout", "redis_fail") and kind == "req":
-            raise ValueError(f'"{param}=" is not supported yet by this version of fastgw '
-                             f'(planned in issue #4)')
+        elif param == "redis" and sep and kind == "req":
+            host, port = units.parse_address(value, default_host=None)
+            if not host or not port:
+                raise ValueError(f'invalid redis address "{value}" (HOST:PORT)')
+            redis = (host, port)
+        elif param == "redis_timeout" and sep and kind == "req":
+            redis_timeout = units.parse_time(value)
+            if redis_timeout <= 0:
+                raise ValueError(f'invalid redis_timeout "{value}"')
+        elif param == "redis_fail" and sep and kind == "req":
+            if value not in ("open", "closed"):
+                raise ValueError(f'invalid redis_fail "{value}", it must be "open" or "closed"')
+            redis_fail = value
         else:
             raise ValueError(f'invalid parameter "{item}"')
     if name is None:
         raise ValueError('"zone" parameter is required')
     if kind == "req" and rate is None:
         rate = 1000  # nginx's default: 1r/s
-    return LimitZone(kind=kind, name=name, size=size, key=key, rate=rate or 0)
+    if redis is None and any(a.startswith(("redis_timeout=", "redis_fail=")) for a in args):
+        raise ValueError('"redis_timeout" and "redis_fail" need "redis="')
+    return LimitZone(kind=kind, name=name, size=size, key=key, rate=rate or 0, redis=redis,
+                     redis_timeout=redis_timeout, redis_fail=redis_fail)
 
 
 def _limit_req(args):
@@ -308,7 +322,11 @@ DIRECTIVES = [
               "request rates per KEY (variables, e.g. `$binary_remote_addr`), exact across "
               "workers. SIZE holds about 7,700 keys per megabyte (least recently used keys are "
               "evicted when it is full); a key that evaluates empty is not limited. The zone "
-              "keeps its state across a reload while its name, size and key do not change.",
+              "keeps its state across a reload while its name, size and key do not change. "
+              "`redis=HOST:PORT [redis_timeout=T] [redis_fail=open|closed]` keeps the buckets in "
+              "Redis instead, shared by every gateway instance (one atomic script per check); "
+              "when Redis fails or takes longer than `redis_timeout` (default 100ms), the local "
+              "zone takes over (`open`, the default) or the request gets 503 (`closed`).",
               lambda args: _limit_zone("req", args), multiple=True),
     Directive("limit_conn_zone", frozenset({HTTP}), (2, 2),
               "`limit_conn_zone KEY zone=NAME:SIZE`: a shared-memory zone counting requests in "

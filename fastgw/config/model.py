@@ -148,7 +148,8 @@ class LimitZone:
     """A ``limit_req_zone`` (kind "req") or ``limit_conn_zone`` (kind "conn").
 
     ``size`` in bytes; ``key`` a compiled Template; ``rate`` in milli-requests
-    per second (nginx's unit; 0 for limit_conn).
+    per second (nginx's unit; 0 for limit_conn); ``redis`` ``(host, port)`` of
+    the server holding the buckets (fastgw.redis_limit), else None.
     """
 
     kind: str
@@ -156,6 +157,9 @@ class LimitZone:
     size: int
     key: object
     rate: int = 0
+    redis: tuple = None          # (host, port) when the buckets live in Redis
+    redis_timeout: float = 0.1   # seconds
+    redis_fail: str = "open"
 
     def signature(self):
         """What must not change for a reload to keep the zone's state (nginx: name, size, key)."""
