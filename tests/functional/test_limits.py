@@ -210,3 +210,12 @@ def test_a_limit_for_an_unknown_zone_is_a_config_error(tmp_path, backend):
     assert out.returncode == 1
     line = text[:text.index("zone=nope")].count("\n") + 1
     assert f'no limit_req_zone "nope" is defined in {tmp_path}/conf/fastgw.conf:{line}' in out.stderr
+
+
+def test_limit_conn_count_is_released_after_an_upstream_timeout_and_error(gateway, backend):
+    text = conf(backend, "limit_conn addr 1;", workers=1).replace(
+        "proxy_read_timeout 10s;", "proxy_read_timeout 1s;")
+    gw = gateway(text)
+    assert request(gw.port, "/?latency=2000")[0] == 504      # proxy_read_timeout
+    assert request(gw.port, "/?drop=1")[0] == 502            # the upstream closes early
+    assert request(gw.port)[0] == 200                        # nothing is still counted
