@@ -314,6 +314,11 @@ class Master:
             if self.wake_r is not None:
                 os.close(self.wake_r)
                 os.close(self.wake_w)
+            # The worker opens its own logs; the master's would stay open forever
+            # (a rotated file never freed, one more descriptor per reload).
+            self.logs.close()
+            if self.pending_logs is not None:
+                self.pending_logs.close()
             from fastgw.worker import run_worker  # the compiled hot path, children only
 
             run_worker(gen.config, slot.index, slot.sockets, child_end, os.getppid(), gen.zones)
@@ -442,6 +447,9 @@ class Master:
 
     def abandon_pending(self):
         gen, self.pending = self.pending, None
+        if self.pending_logs is not None and self.pending_logs is not self.logs:
+            self.pending_logs.close()
+        self.pending_logs = None
         # Its workers may already have accepted connections: they finish them.
         self.retire(gen)
 
@@ -451,7 +459,7 @@ class Master:
         self.current.zones.carry_from(old.zones)
         old_logs, old_pid = self.logs, self.config.pid
         self.config = self.current.config
-        self.logs = self.pending_logs
+        self.logs, self.pending_logs = self.pending_logs, None
         self.log = self.logs.get(*self.config.error_log)
         if self.config.pid != old_pid:
             # nginx moves the pid file too.
@@ -516,8 +524,12 @@ class Master:
             for slot in self.slots:
                 if slot.respawn_at is not None:
                     timeout = max(0.0, min(timeout, slot.respawn_at - now))
+            # poll, not select: select() fails past descriptor 1023.
+            poller = select.poll()
+            for fd in (self.wake_r, *channels):
+                poller.register(fd, select.POLLIN)
             try:
-                readable, _, _ = select.select([self.wake_r, *channels], [], [], timeout)
+                readable = [fd for fd, _ in poller.poll(timeout * 1000)]
             except InterruptedError:
                 readable = []
             for fd in readable:
@@ -529,8 +541,10 @@ class Master:
                         pass
                 elif fd in channels and channels[fd].chan is not None:
                     self.read_channel(channels[fd])
-            while self.sig_queue:
-                sig = self.sig_queue.pop(0)
+            # Signals that arrived together are handled once each, in order of
+            # arrival (nginx merges them the same way): ten HUPs are one reload.
+            pending, self.sig_queue = self.sig_queue, []
+            for sig in dict.fromkeys(pending):
                 handler = getattr(self, "handle_" + signal.Signals(sig).name[3:].lower(), None)
                 if handler is not None:
                     handler()
@@ -595,6 +609,8 @@ class Master:
     def handle_usr1(self):
         self.log.log("notice", "reopening logs")
         self.logs.reopen()
+        if self.pending_logs is not None:
+            self.pending_logs.reopen()
         self._command_workers("reopen")
 
     def handle_winch(self):

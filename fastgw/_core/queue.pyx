@@ -128,16 +128,23 @@ cdef class RequestQueue:
     cpdef object pop(self, double now):
         """The oldest item of the highest priority (None when empty); records the drain."""
         cdef int c, slot
+        cdef double sample
         for c in range(MAX_CLASSES):
             slot = self.heads[c]
             if slot >= 0:
                 self.last_wait = now - self.stamps[slot]
                 if self.pops > 0 and self.last_pop > 0:
-                    # Smoothed interval between two departures (an EWMA, 1/5 weight).
+                    # Smoothed interval between two departures (an EWMA, 1/5 weight),
+                    # counted only while requests waited: if the queue was empty since
+                    # the last departure, from when it filled again. An idle spell is
+                    # not a slow drain (it made early rejection refuse bursts after a
+                    # quiet minute).
+                    sample = now - (self.last_pop if self.last_pop > self.busy_since
+                                    else self.busy_since)
                     if self.interval == 0:
-                        self.interval = now - self.last_pop
+                        self.interval = sample
                     else:
-                        self.interval += (now - self.last_pop - self.interval) * 0.2
+                        self.interval += (sample - self.interval) * 0.2
                 self.last_pop = now
                 self.pops += 1
                 return self._take(slot)

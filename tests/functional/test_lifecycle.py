@@ -354,3 +354,23 @@ def _back_off(gw):
     os.makedirs(gw.path("logs", "sub"))
     wait_until(lambda: get(gw.port, timeout=2)[0] == 200 if gw.worker_pids() else False,
                timeout=15, message="a worker that stays up")
+
+
+def test_many_overlapping_reloads_leak_no_descriptors(gateway, backend):
+    """HUPs faster than a reload completes: the superseded generations' logs are closed,
+    workers do not inherit the master's log files, the master keeps serving."""
+    gw = gateway(conf(backend, workers=1))
+
+    def fds(pid):
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    before = fds(gw.pid)
+    for gen in range(2, 32):
+        rewrite(gw, conf(backend, workers=1, gen=gen))
+        gw.kill(signal.SIGHUP)
+        time.sleep(0.03)
+    wait_until(lambda: get(gw.port)[1] == "31", timeout=20, message="the last configuration")
+    wait_until(lambda: len(gw.worker_pids()) == 1, timeout=20, message="one worker")
+    assert fds(gw.pid) <= before + 2, (before, fds(gw.pid))
+    (worker,) = gw.worker_pids()
+    logs = [os.readlink(f"/proc/{worker}/fd/{fd}") for fd in os.listdir(f"/proc/{worker}/fd")]
+    assert sum(path.endswith("error.log") for path in logs) == 1, logs

@@ -153,3 +153,19 @@ def test_an_empty_queue_after_a_quiet_spell_promises_a_short_wait():
     # Once something waits and nothing leaves, the stall counts from its arrival.
     q.push("w", 0, 5.0)
     assert q.expected_wait(0, 5.5) == pytest.approx(2 * 0.5)
+
+
+def test_an_idle_spell_does_not_count_as_a_slow_drain():
+    """Departures 0.1 s apart, then the queue is empty for 10 s, then a new burst: the
+    interval stays about 0.1 s, so the burst is queued rather than refused early."""
+    q = RequestQueue(16, timeout=2)
+    for i in range(5):
+        q.push(i, 0, 0.0)
+    for i in range(5):
+        q.pop(0.1 * (i + 1))
+    assert q.stats()["interval"] == pytest.approx(0.1)
+    q.push("a", 0, 10.5)
+    q.push("b", 0, 10.5)
+    q.pop(10.6)                        # the first departure after the quiet spell
+    assert q.stats()["interval"] == pytest.approx(0.1)
+    assert q.expected_wait(0, 10.6) < 0.5
