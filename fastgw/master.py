@@ -309,7 +309,9 @@ class Master:
                 if other.chan is not None:
                     other.chan.close()
             for other in self.generations_alive():
-                if other is not gen:
+                # Older generations' wake-up descriptors stay: this worker may free a
+                # zone slot that one of their queued requests waits for.
+                if other is not gen and other.zones not in gen.zones.older:
                     other.zones.close_fds()
             if self.wake_r is not None:
                 os.close(self.wake_r)

@@ -31,10 +31,10 @@ class Zones:
     ``stats(slot)`` gives a worker its Stats view (``slot`` -1: read-only view
     for the master or tools). Sizes are rounded up to whole pages.
 
-    ``previous``: the Zones of the running configuration, at reload. The
-    upstream zone cells (requests in flight per peer, shared by all workers)
-    are kept when the upstreams and their peers are the same, as nginx keeps
-    a zone whose name and size did not change: the old workers' requests still
+    ``previous``: the Zones of the running configuration, at reload. An
+    upstream's zone cells (requests in flight per peer, shared by all workers)
+    are kept when the upstream keeps its name and its peers, as nginx keeps a
+    zone whose name and size did not change: the old workers' requests still
     in flight keep counting against ``max_conns`` while the new workers start.
     The per-worker counter blocks are always new.
 
@@ -65,11 +65,16 @@ class Zones:
         self.ctl = memoryview(self.ctl_region).cast("q")
         self.older = list(older)
         self._view = None
-        if previous is not None and (previous.upstreams, previous.peers) == (self.upstreams,
-                                                                              self.peers):
-            self.zone_region = previous.zone_region
-        else:
-            self.zone_region = _region(8 * sum(len(p) for p in self.peers))
+        # One region per upstream, kept from the running configuration when the
+        # upstream has the same name and the same peers in the same order.
+        self.zone_regions = []
+        for name, peers in zip(self.upstreams, self.peers):
+            kept = None
+            if previous is not None and name in previous.upstreams:
+                i = previous.upstreams.index(name)
+                if previous.peers[i] == peers:
+                    kept = previous.zone_regions[i]
+            self.zone_regions.append(kept if kept is not None else _region(8 * max(1, len(peers))))
         # limit_req / limit_conn zones: a table each, kept across a reload while
         # the zone's name, size and key are unchanged (state survives, as in nginx).
         self.limit_specs = dict(config.http.limit_zones)
@@ -100,7 +105,7 @@ class Zones:
     def stats(self, slot):
         """The counters as seen by worker ``slot`` (writes go to its own block)."""
         return Stats(self.stats_region, self.workers, slot, [len(p) for p in self.peers],
-                     self.zone_region, True)
+                     self.zone_regions, True)
 
     def view(self):
         """A reader's Stats (cached)."""
@@ -167,18 +172,34 @@ class Zones:
         return self.upstreams.index(name)
 
     def waker(self, stats, slot):
-        """For worker ``slot``: a function of an upstream index that wakes the other
-        workers with requests queued for that upstream (one eventfd write each)."""
-        others = [w for w in range(self.workers) if w != slot]
-        fds = self.wake_fds
+        """For worker ``slot``: a function of an upstream index that wakes the workers with
+        requests queued for that upstream (one eventfd write each): the others of this
+        generation, and those of older generations still draining that share the
+        upstream's zone cells (after a reload, a slot freed by a new worker must reach a
+        request queued in an old one)."""
+        targets = []
+        for u, name in enumerate(self.upstreams):
+            mine = [(stats, w, self.wake_fds[w], u, False) for w in range(self.workers)
+                    if w != slot and self.wake_fds]
+            for old in self.older:
+                if name in old.upstreams and old.wake_fds and not old.folded:
+                    i = old.upstreams.index(name)
+                    if old.zone_regions[i] is self.zone_regions[u]:
+                        view = old.view()
+                        mine += [(view, w, old.wake_fds[w], i, True) for w in range(old.workers)]
+            targets.append(mine)
 
         def wake(upstream):
-            for w in others:
-                if stats.queue_depth_of(w, upstream) > 0:
+            """Returns True when a worker of an older generation was woken."""
+            older = False
+            for view, w, fd, index, is_older in targets[upstream]:
+                if view.queue_depth_of(w, index) > 0:
                     try:
-                        os.eventfd_write(fds[w], 1)
-                    except BlockingIOError:
-                        pass  # already signalled and not yet read
+                        os.eventfd_write(fd, 1)
+                        older = older or is_older
+                    except OSError:
+                        pass  # already signalled and not yet read, or gone
+            return older
         return wake
 
 

@@ -67,6 +67,7 @@ cdef class Stats:
     cdef public list peer_counts
     cdef int64_t* zone_base
     cdef public list zone_offsets
+    cdef list zone_addrs
 
     cdef inline void add(self, int cell, int64_t n):
         self.mine[cell] += n

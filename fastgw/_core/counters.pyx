@@ -47,8 +47,10 @@ cdef class Stats:
     ``slot`` is this process's block (writes go there; -1 for a reader only,
     such as the master). ``peer_counts`` lists the peers of each upstream in
     the configuration's order. ``zone_buffer``, when given, holds the shared
-    per-peer cells instead of the end of ``buffer`` (one int64 per peer), so
-    that a reload can keep them while the worker blocks are new. With
+    per-peer cells instead of the end of ``buffer`` (one int64 per peer): one
+    buffer for all upstreams, or a list of one buffer per upstream, so that a
+    reload can keep each unchanged upstream's cells while the worker blocks
+    are new. With
     ``retired``, the buffer holds one more block after the workers' (index
     ``workers``): the cumulative counts of workers of earlier configurations,
     which the master folds in (fastgw.shm); totals include it. Raises
@@ -78,7 +80,19 @@ cdef class Stats:
         # updated atomically (the requests in flight to a peer of a zoned upstream).
         self.zone_base = self.base + self.block * (workers + (1 if retired else 0))
         self.zone_buffer = zone_buffer
-        if zone_buffer is not None:
+        self.zone_addrs = None
+        if isinstance(zone_buffer, list):
+            # One buffer per upstream (a reload keeps each unchanged upstream's cells).
+            if len(zone_buffer) != len(self.peer_counts):
+                raise ValueError("one zone buffer per upstream is needed")
+            addrs = []
+            for u, buf in enumerate(zone_buffer):
+                zview = buf
+                if zview.shape[0] < max(1, self.peer_counts[u]) * 8:
+                    raise ValueError("shared memory zone too small for the peers")
+                addrs.append(<size_t>&zview[0])
+            self.zone_addrs = addrs
+        elif zone_buffer is not None:
             zview = zone_buffer
             if zview.shape[0] < sum(self.peer_counts) * 8:
                 raise ValueError("shared memory zone too small for the peers")
@@ -90,6 +104,8 @@ cdef class Stats:
         self.zone_offsets = offsets
 
     cdef int64_t* peer_shared(self, int upstream, int peer):
+        if self.zone_addrs is not None:
+            return <int64_t*><size_t>self.zone_addrs[upstream] + peer
         return self.zone_base + <int>self.zone_offsets[upstream] + peer
 
     def shared_active(self, int upstream, int peer):

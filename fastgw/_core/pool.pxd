@@ -19,6 +19,7 @@ cdef class UpstreamPool:
     cdef public set paused_waiters
     cdef public object log_throttle
     cdef public object waker
+    cdef public double defer_until
     cdef object _trimmer
 
     cpdef object acquire(self, Peer peer)

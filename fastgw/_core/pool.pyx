@@ -53,6 +53,8 @@ cdef class UpstreamPool:
         # With a zone: called with the upstream index when a slot is freed, to
         # wake the other workers that have requests queued (fastgw.worker).
         self.waker = None
+        # Until then this worker leaves freed zone slots to draining older workers.
+        self.defer_until = 0.0
         self._trimmer = None
 
     cpdef object acquire(self, Peer peer):

@@ -2095,7 +2095,11 @@ cdef class UpstreamConn:
             self.pool.balancer.release(self.peer)
             if self.pool.waker is not None:
                 # A zone slot is free: other workers may have requests waiting for it.
-                self.pool.waker(self.pool.index)
+                # If a draining worker of an older generation has, it gets the first
+                # claim (its requests have waited since before the reload); this
+                # worker's own queue tries again a moment later.
+                if self.pool.waker(self.pool.index):
+                    self.pool.defer_until = self.loop.time() + DRAINING_FIRST
         self.req = None
         self.ds = None
         self.sending = False
@@ -2205,6 +2209,10 @@ cdef class UpstreamConn:
         self.timer = self.loop.call_later(step, self._on_timer)
 
 
+# Seconds a worker leaves a freed zone slot to a woken draining worker (see _detach).
+DRAINING_FIRST = 0.005
+
+
 cdef void _service_queue(UpstreamPool pool):
     """Give freed peer slots to queued requests, highest priority and oldest first."""
     cdef RequestQueue q = pool.queue
@@ -2214,6 +2222,9 @@ cdef void _service_queue(UpstreamPool pool):
     if q.depth == 0:
         return
     now = pool.loop.time()
+    if pool.defer_until > now:
+        pool.loop.call_later(pool.defer_until - now, _service_queue_soon, pool)
+        return
     while q.depth:
         peer = pool.balancer.pick()
         if peer is None:

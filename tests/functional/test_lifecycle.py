@@ -7,6 +7,8 @@ import socket
 import threading
 import time
 
+import pytest
+
 from fastgw.testing.harness import wait_until
 
 CONF = """
@@ -295,16 +297,19 @@ def test_usr1_reopens_logs_after_rotation(gateway, backend):
     assert "reopening logs" in open(gw.path("logs", "error.log.1")).read() + gw.error_log()
 
 
-def test_zone_max_conns_holds_across_a_reload(gateway, backend):
-    """The upstream zone is kept when the upstreams did not change: a request in flight
-    on an old worker still counts against max_conns for the new ones, and the slot it
-    frees reaches a request queued in the new generation."""
+@pytest.mark.parametrize("change", ["same upstreams", "an upstream added"])
+def test_zone_max_conns_holds_across_a_reload(gateway, backend, change):
+    """An upstream's zone is kept when that upstream did not change (whatever happens to
+    the others): a request in flight on an old worker still counts against max_conns
+    for the new ones, and the slot it frees reaches a request queued in the new
+    generation."""
     from test_upstream_queue import reset, stats
 
-    def zconf(gen):
+    def zconf(gen, extra=""):
         return conf(backend, workers=1, gen=gen).replace(
-            f"server 127.0.0.1:{backend}; keepalive 16;",
-            f"server 127.0.0.1:{backend} max_conns=1; keepalive 16; zone app; queue 8 timeout=10s;")
+            f"upstream app {{ server 127.0.0.1:{backend}; keepalive 16; }}",
+            f"upstream app {{ server 127.0.0.1:{backend} max_conns=1; keepalive 16; zone app; "
+            f"queue 8 timeout=10s; }} {extra}")
 
     gw = gateway(zconf(1))
     reset(backend)
@@ -312,7 +317,8 @@ def test_zone_max_conns_holds_across_a_reload(gateway, backend):
     slow = threading.Thread(target=lambda: result.setdefault("old", get(gw.port, "/?latency=1500")))
     slow.start()
     time.sleep(0.4)
-    rewrite(gw, zconf(2))
+    rewrite(gw, zconf(2, "upstream other { server 127.0.0.1:1; }" if change != "same upstreams"
+                      else ""))
     gw.kill(signal.SIGHUP)
     wait_until(lambda: "reconfigured" in gw.error_log(), timeout=10, message="the reload")
     t0 = time.monotonic()
@@ -374,3 +380,40 @@ def test_many_overlapping_reloads_leak_no_descriptors(gateway, backend):
     (worker,) = gw.worker_pids()
     logs = [os.readlink(f"/proc/{worker}/fd/{fd}") for fd in os.listdir(f"/proc/{worker}/fd")]
     assert sum(path.endswith("error.log") for path in logs) == 1, logs
+
+
+def test_a_slot_freed_by_a_new_worker_reaches_a_request_queued_in_an_old_one(gateway, backend):
+    """max_conns=1 with a zone: the old worker has a request in flight and one queued; at
+    the reload the new worker queues one too. When the in-flight one ends, the old
+    worker's queued request gets the slot; when that ends, the new worker is woken."""
+    def zconf(gen):
+        return conf(backend, workers=1, gen=gen).replace(
+            f"upstream app {{ server 127.0.0.1:{backend}; keepalive 16; }}",
+            f"upstream app {{ server 127.0.0.1:{backend} max_conns=1; keepalive 16; zone app; "
+            f"queue 8 timeout=10s; }}")
+
+    gw = gateway(zconf(1))
+    results = {}
+
+    def timed(key, path):
+        t0 = time.monotonic()
+        status, gen, _ = get(gw.port, path)
+        results[key] = (status, gen, time.monotonic() - t0)
+    first = threading.Thread(target=timed, args=("first", "/?latency=800"))
+    first.start()
+    time.sleep(0.2)
+    queued_old = threading.Thread(target=timed, args=("queued_old", "/?latency=800"))
+    queued_old.start()
+    time.sleep(0.2)
+    rewrite(gw, zconf(2))
+    gw.kill(signal.SIGHUP)
+    wait_until(lambda: "reconfigured" in gw.error_log(), timeout=10, message="the reload")
+    timed("new", "/?latency=10")
+    first.join(10)
+    queued_old.join(10)
+    assert results["first"][:2] == (200, "1")
+    assert results["queued_old"][:2] == (200, "1")
+    assert results["new"][:2] == (200, "2")
+    # Serially about 0.8 + 0.8 s; far from the 10 s queue timeout, and no queue_timeout.
+    assert results["queued_old"][2] < 3.0 and results["new"][2] < 3.0
+    assert "queue_timeout" not in gw.error_log()
