@@ -336,12 +336,12 @@ class Master:
         slot.respawn_at = None
         self.log.log("notice", f"start worker process {pid}")
 
-    def send(self, slot, command):
+    def send(self, slot, command, **extra):
         """Send ``command`` (quit, stop, reopen) to a slot's worker; a signal if the channel fails."""
         if slot.pid is None:
             return
         try:
-            slot.chan.send(msgpack.packb({"cmd": command}))
+            slot.chan.send(msgpack.packb({"cmd": command, **extra}))
         except (OSError, AttributeError):
             _kill(slot.pid, COMMANDS[command])
 
@@ -423,12 +423,12 @@ class Master:
                 slot.heartbeat = now  # once; the reap replaces it
 
     # -- reload ---------------------------------------------------------------------------
-    def retire(self, gen, command="quit"):
-        """Ask every worker of ``gen`` to stop (gracefully by default) and let it drain."""
+    def retire(self, gen):
+        """Ask every worker of ``gen`` to finish gracefully (another generation serves)."""
         for slot in gen.slots:
             slot.quitting = True
             slot.respawn_at = None
-            self.send(slot, command)
+            self.send(slot, "quit", reload=True)
         self.retiring.append(gen)
         if not gen.alive():
             self.retire_done(gen)

@@ -8,7 +8,9 @@ the worker share a socketpair carrying msgpack frames: the worker sends
 master kills a worker that stays silent, fastgw.master); the master sends
 commands, which the same signals also give, as nginx's workers take them:
 
-* ``quit`` / QUIT: graceful stop. Stop accepting (the socket stays open in the
+* ``quit`` / QUIT: graceful stop (``"reload": true`` when a new generation
+  has taken over: idle keep-alive connections then stay until their next
+  response, which says ``Connection: close``). Stop accepting (the socket stays open in the
   master, so connections wait in its accept queue for the next worker), close
   idle keep-alive connections, finish in-flight and queued requests (their
   responses say ``Connection: close``), exit; ``worker_shutdown_timeout``
@@ -172,7 +174,7 @@ class Worker:
         for message in self.unpacker:
             command = message.get("cmd") if isinstance(message, dict) else None
             if command == "quit":
-                self.graceful_stop()
+                self.graceful_stop(reload=bool(message.get("reload")))
             elif command == "stop":
                 self.fast_stop()
             elif command == "reopen":
@@ -194,11 +196,14 @@ class Worker:
             return
         self.loop.call_later(TICK, self.tick)
 
-    def graceful_stop(self):
+    def graceful_stop(self, reload=False):
+        """Stop accepting and finish. ``reload``: a new generation has taken over, so idle
+        keep-alive clients are not cut off: each gets ``Connection: close`` on its next
+        response (or its keepalive_timeout), bounded by worker_shutdown_timeout."""
         if self.stopping:
             return
         self.stopping = True
-        self.error_log.log("notice", "gracefully shutting down")
+        self.error_log.log("notice", "gracefully shutting down" + (" (reload)" if reload else ""))
         for listener in self.listeners:
             listener.stop()
             # Our copy only: a reload's new worker keeps the master's socket.
@@ -206,7 +211,7 @@ class Worker:
         for pool in self.pools.values():
             pool.close_idle()
         self.loop.call_later(self.config.worker_shutdown_timeout, self._shutdown_timeout)
-        self.rt.shutdown(self._drained)
+        self.rt.shutdown(self._drained, reload)
 
     def _drained(self):
         self.access_logs.flush()

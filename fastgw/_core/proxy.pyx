@@ -133,15 +133,18 @@ cdef class Runtime:
             cb, self.on_drained = self.on_drained, None
             cb()
 
-    def shutdown(self, on_drained):
-        """Begin a graceful stop: idle clients are closed, busy ones close after their response.
+    def shutdown(self, on_drained, bint keep_idle=False):
+        """Begin a graceful stop: busy clients close after their response; idle keep-alive
+        ones are closed now, or with ``keep_idle`` (a reload: another generation serves
+        the next request) left open until their next request, which is answered with
+        ``Connection: close``, or until their keepalive_timeout.
 
         ``on_drained()`` is called when the last client connection is gone.
         """
         self.shutting_down = True
         self.on_drained = on_drained
         for conn in list(self.connections):
-            (<Downstream>conn).graceful_close()
+            (<Downstream>conn).graceful_close(keep_idle)
         if not self.connections and self.on_drained is not None:
             cb, self.on_drained = self.on_drained, None
             cb()
@@ -1384,11 +1387,13 @@ cdef class Downstream:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
-    def graceful_close(self):
+    def graceful_close(self, bint keep_idle=False):
         """Part of a graceful stop (QUIT, reload): close now if idle, else after the next response.
 
-        Only an idle keep-alive connection with nothing waiting in its socket is
-        closed at once, and with a lingering close: our FIN goes first and what
+        With ``keep_idle`` (a reload) nothing is closed before its next response
+        (PUB-25: the first response after a reload says ``Connection: close``).
+        Otherwise only an idle keep-alive connection with nothing waiting in its
+        socket is closed at once, and with a lingering close: our FIN goes first and what
         the client sends after it is read and dropped, so a request that crossed
         the close meets a clean end of stream, which a client may retry (RFC 9112
         §9.3.1), not a reset. A request being served or arriving (a partial
@@ -1399,7 +1404,7 @@ cdef class Downstream:
         self.graceful = True
         if self.transport is None or self.current is not None or self.parsing is not None:
             return
-        if self.requests == 0 or _bytes_waiting(self):
+        if keep_idle or self.requests == 0 or _bytes_waiting(self):
             return
         self._linger()
 
