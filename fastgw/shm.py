@@ -16,7 +16,7 @@ from fastgw._core.limits import LimitTable
 # Control cells of a generation's counters (int64): a sequence number, odd while
 # the master folds counts into the retired block (readers retry), and a flag set
 # once the generation's own counts have been folded into a newer one.
-SEQ, FOLDED = 0, 1
+SEQ, FOLDED, CARRIED = 0, 1, 2
 
 
 def _region(nbytes):
@@ -47,11 +47,11 @@ class Zones:
     the Zones of the generations still running when this one was made: until
     they are folded, ``snapshot`` adds their workers' blocks (their connections
     count as active, as nginx's old workers' do). Cumulative counts are matched
-    by upstream name; a reader never sees a count twice (``SEQ``). Between
-    a reload's start and the take-over (until every new worker is ready, a
-    fraction of a second) the new workers' pages lack the previous
-    generation's retired counts; the old workers' pages lack what is folded
-    into newer generations while they drain.
+    by upstream name; a reader never sees a count twice (``SEQ``); until the
+    take-over, the new workers' pages read the previous generation's retired
+    block where it is (``CARRIED``). The old workers' pages lack what is
+    folded into newer generations while they drain (they answer little: only
+    the last request of their keep-alive connections).
     """
 
     def __init__(self, config, previous=None, older=()):
@@ -64,6 +64,7 @@ class Zones:
         self.ctl_region = _region(16)
         self.ctl = memoryview(self.ctl_region).cast("q")
         self.older = list(older)
+        self.previous = previous
         self._view = None
         # One region per upstream, kept from the running configuration when the
         # upstream has the same name and the same peers in the same order.
@@ -120,7 +121,7 @@ class Zones:
     # -- the master, across reloads --------------------------------------------------------
     def carry_from(self, previous):
         """This generation takes over from ``previous``: carry its retired counts."""
-        self._fold(previous, [previous.workers])
+        self._fold(previous, [previous.workers], carried=previous)
 
     def fold(self, old):
         """``old``'s last worker has exited: its counts join this generation's retired block."""
@@ -128,7 +129,7 @@ class Zones:
         if old in self.older:
             self.older.remove(old)
 
-    def _fold(self, src, blocks, mark=None):
+    def _fold(self, src, blocks, mark=None, carried=None):
         a, b = src.view(), self.view()
         retired = self.workers
         self.ctl[SEQ] += 1  # odd: readers retry
@@ -148,6 +149,8 @@ class Zones:
                         b.add_to(retired, at_b + k, n)
             if mark is not None:
                 mark.ctl[FOLDED] = 1
+            if carried is not None:
+                carried.ctl[CARRIED] = 1
         finally:
             self.ctl[SEQ] += 1
 
@@ -156,15 +159,23 @@ class Zones:
         """The counters of this generation (retired block included) and of the older
         generations still running, summed; the layout (upstream order) is this one's."""
         snap = None
+        prev = self.previous
         for _ in range(1000):
             seq = self.ctl[SEQ]
-            if seq & 1:
+            pseq = prev.ctl[SEQ] if prev is not None else 0
+            if seq & 1 or pseq & 1:
                 continue  # the master is folding: microseconds
             snap = self.view().snapshot()
+            if prev is not None and not prev.ctl[CARRIED]:
+                # Before the take-over (while the new workers start), the previous
+                # generation's retired counts are still in its own block.
+                whole = prev.view().snapshot()
+                _merge(snap, whole, prev, self)
+                _merge(snap, prev.view().snapshot(retired=False), prev, self, -1)
             for old in self.older:
                 if not old.folded:
                     _merge(snap, old.view().snapshot(retired=False), old, self)
-            if self.ctl[SEQ] == seq:
+            if self.ctl[SEQ] == seq and (prev is None or prev.ctl[SEQ] == pseq):
                 return snap
         return snap if snap is not None else self.view().snapshot()
 
@@ -203,23 +214,28 @@ class Zones:
         return wake
 
 
-def _merge(into, snap, src, dst):
-    """Add counters ``snap`` of generation ``src`` into ``into`` (layout of ``dst``)."""
+def _merge(into, snap, src, dst, sign=1):
+    """Add (``sign`` -1: subtract) counters ``snap`` of generation ``src`` into ``into``
+    (layout of ``dst``)."""
     for key in ("accepted", "handled", "active", "reading", "writing", "waiting", "requests"):
-        into[key] += snap[key]
+        into[key] += sign * snap[key]
     for reason, n in snap["rejected"].items():
-        into["rejected"][reason] = into["rejected"].get(reason, 0) + n
+        into["rejected"][reason] = into["rejected"].get(reason, 0) + sign * n
     for code, n in snap["status"].items():
-        into["status"][code] = into["status"].get(code, 0) + n
+        total = into["status"].get(code, 0) + sign * n
+        if total:
+            into["status"][code] = total
+        else:
+            into["status"].pop(code, None)
     for u, name in enumerate(src.upstreams):
         if name not in dst.upstreams:
             continue
         v = dst.upstreams.index(name)
         a, b = snap["upstreams"][u], into["upstreams"][v]
-        b["queue_depth"] += a["queue_depth"]
-        b["buckets"] = [x + y for x, y in zip(b["buckets"], a["buckets"])]
-        b["sum_seconds"] += a["sum_seconds"]
-        b["count"] += a["count"]
+        b["queue_depth"] += sign * a["queue_depth"]
+        b["buckets"] = [x + sign * y for x, y in zip(b["buckets"], a["buckets"])]
+        b["sum_seconds"] += sign * a["sum_seconds"]
+        b["count"] += sign * a["count"]
         for i, peer in enumerate(src.peers[u]):
             if peer in dst.peers[v]:
-                b["peer_active"][dst.peers[v].index(peer)] += a["peer_active"][i]
+                b["peer_active"][dst.peers[v].index(peer)] += sign * a["peer_active"][i]

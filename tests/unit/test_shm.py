@@ -85,3 +85,17 @@ def _observe(stats, upstream, seconds):
     stats.add_cell(at + 1 + bucket, 1)
     stats.add_cell(at + UPSTREAM_CUMULATIVE[-2], int(seconds * 1e6))
     stats.add_cell(at + UPSTREAM_CUMULATIVE[-1], 1)
+
+
+def test_before_the_take_over_the_previous_retired_counts_are_read_in_place(tmp_path):
+    a = zones(config(tmp_path, 1, {"app": [9001]}))
+    a.stats(0).add_cell(CELLS["requests"], 7)
+    b = zones(config(tmp_path, 1, {"app": [9001]}), previous=a, older=[a])
+    b.fold(a)                           # a's workers gone: b's retired block has 7
+    c = zones(config(tmp_path, 1, {"app": [9001]}), previous=b, older=[b])
+    c.stats(0).add_cell(CELLS["requests"], 1)
+    assert c.snapshot()["requests"] == 8      # pending: b's retired block read in place
+    c.carry_from(b)
+    assert c.snapshot()["requests"] == 8      # taken over: carried, counted once
+    c.fold(b)
+    assert c.snapshot()["requests"] == 8
