@@ -189,6 +189,9 @@ def build_location(conf, pools, logs, access_logs, tables=None):
         pp = conf.proxy_pass
         loc.pool = pools[pp.upstream]
         loc.uri = pp.uri.encode("utf-8") if pp.uri is not None else None
+        if loc.uri is not None and b"?" in loc.uri:
+            # The directive's own arguments stay arguments (never escaped into the path).
+            loc.uri, loc.uri_args = loc.uri.split(b"?", 1)
         loc.proxy_host = pp.proxy_host.encode("utf-8")
         loc.proxy_port = str(pp.proxy_port).encode()
         constants = {V.PROXY_HOST: loc.proxy_host, V.PROXY_PORT: loc.proxy_port, V.SCHEME: b"http"}

@@ -31,6 +31,7 @@ cdef class Location:
     cdef public bytes prefix
     cdef public bint exact
     cdef public bytes uri
+    cdef public bytes uri_args
     cdef public tuple set_headers
     cdef public frozenset skip
     cdef public bytes proxy_host

@@ -1806,6 +1806,10 @@ cdef class UpstreamConn:
         else:
             path = loc.uri
         path = _quote_path(path)
+        if loc.uri_args is not None:
+            # proxy_pass http://app/echo?x=1: the directive's arguments, then the
+            # request's (nginx would append a second "?").
+            return path + b"?" + loc.uri_args + (b"&" + r.args if r.args else b"")
         if r.args is not None:
             return path + b"?" + r.args
         return path

@@ -382,7 +382,9 @@ DIRECTIVES = [
     # -- location (and server, http as defaults) -------------------------------------
     Directive("proxy_pass", frozenset({LOCATION}), (1, 1),
               "`proxy_pass http://UPSTREAM_OR_HOST[:PORT][/URI]`. With a URI part the matched "
-              "location prefix is replaced by it, as in nginx."),
+              "location prefix is replaced by it, as in nginx. Arguments in the URI part stay "
+              "arguments, and the request's follow them after `&` (nginx appends a second "
+              "`?`)."),
     Directive("proxy_set_header", HSL, (2, 2),
               "`proxy_set_header NAME VALUE`: set a header sent upstream (variables allowed; an "
               "empty value removes it). Default `Host $proxy_host`. fastgw manages the upstream "

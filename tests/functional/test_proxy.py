@@ -248,6 +248,17 @@ def test_proxy_pass_uri_replaces_location_prefix(base_gateway):
     assert echo(gw.port, path="/echo/%41?q=%20")["target"] == "/echo/%41?q=%20"
 
 
+def test_proxy_pass_uri_with_arguments(base_gateway):
+    """The directive's own arguments stay arguments: never escaped into the path; the
+    request's follow them after "&"; the rest of the path goes before the "?"."""
+    gw = base_gateway(extra="""
+        location = /e1 { proxy_pass http://app/echo?x=1; }
+        location /e6/ { proxy_pass http://app/echo/?x=1; }""")
+    assert echo(gw.port, path="/e1")["target"] == "/echo?x=1"
+    assert echo(gw.port, path="/e1?y=2")["target"] == "/echo?x=1&y=2"
+    assert echo(gw.port, path="/e6/a?y=2")["target"] == "/echo/a?x=1&y=2"
+
+
 def test_return_and_location_matching(base_gateway):
     gw = base_gateway(extra="""
         location = /exact { return 200 "exact"; }
