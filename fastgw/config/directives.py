@@ -326,7 +326,8 @@ DIRECTIVES = [
               "`redis=HOST:PORT [redis_timeout=T] [redis_fail=open|closed]` keeps the buckets in "
               "Redis instead, shared by every gateway instance (one atomic script per check); "
               "when Redis fails or takes longer than `redis_timeout` (default 100ms), the local "
-              "zone takes over (`open`, the default) or the request gets 503 (`closed`).",
+              "zone takes over (`open`, the default) or the request gets 503 (`closed`). "
+              "Gateways share a limit when they name the same zone and the same Redis.",
               lambda args: _limit_zone("req", args), multiple=True),
     Directive("limit_conn_zone", frozenset({HTTP}), (2, 2),
               "`limit_conn_zone KEY zone=NAME:SIZE`: a shared-memory zone counting requests in "
