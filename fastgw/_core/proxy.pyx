@@ -2349,35 +2349,30 @@ cdef void _release_conns(list taken):
         (<LimitTable>item[0]).conn_release(<int32_t>item[1], <uint64_t>item[2])
 
 
-cdef bint _bytes_waiting(Downstream ds):
-    """True if the client has sent bytes not read yet (a peek, nothing is consumed)."""
+cdef int _peek(Downstream ds):
+    """What waits in a client's socket, nothing consumed: 1 bytes, 0 nothing yet, -1 the
+    client closed or reset it (or the transport is gone)."""
     if ds.transport is None or ds.transport.is_closing():
-        return False
-    fd = ds.transport.get_extra_info("socket").fileno()
-    probe = socket.socket(fileno=fd)
-    try:
-        return len(probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)) > 0
-    except OSError:
-        return False
-    finally:
-        probe.detach()
-
-
-cdef bint _peer_gone(Downstream ds):
-    """True if the client closed or reset its connection (a peek, nothing is consumed)."""
-    if ds.transport is None or ds.transport.is_closing():
-        return True
+        return -1
     fd = ds.transport.get_extra_info("socket").fileno()
     # uvloop's transport socket cannot recv: borrow the fd, never close it here.
     probe = socket.socket(fileno=fd)
     try:
-        return probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        return 1 if probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) else -1
     except (BlockingIOError, InterruptedError):
-        return False
+        return 0
     except OSError:
-        return True
+        return -1
     finally:
         probe.detach()
+
+
+cdef inline bint _bytes_waiting(Downstream ds):
+    return _peek(ds) == 1
+
+
+cdef inline bint _peer_gone(Downstream ds):
+    return _peek(ds) == -1
 
 
 cdef bytes _UNRESERVED = (b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
