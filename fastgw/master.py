@@ -459,6 +459,9 @@ class Master:
         """Every new worker is ready: the new generation serves, the old one drains."""
         old, self.current, self.pending = self.current, self.pending, None
         self.current.zones.carry_from(old.zones)
+        # Carried: the master's copy needs no link back (its workers keep theirs). Left
+        # in place, each generation would keep every earlier one's regions mapped.
+        self.current.zones.previous = None
         old_logs, old_pid = self.logs, self.config.pid
         self.config = self.current.config
         self.logs, self.pending_logs = self.pending_logs, None
