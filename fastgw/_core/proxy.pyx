@@ -930,7 +930,7 @@ cdef class Downstream:
         cdef double delay = 0.0
         if loc.limit_redis:
             # A zone in Redis: the check is a round trip; the request is held meanwhile.
-            if r.chunked or (r.content_length is not None and r.content_length.strip() != b"0"):
+            if _has_body(r):
                 self._pause_reading()
             self.loop.create_task(_redis_limit_req(self, r, loc))
             return False
@@ -939,7 +939,7 @@ cdef class Downstream:
             if delay < 0:
                 return False
             if delay > 0:
-                if r.chunked or (r.content_length is not None and r.content_length.strip() != b"0"):
+                if _has_body(r):
                     # Held requests read no body, as queued ones (the peek timer is not
                     # needed: the hold is short, and a client that leaves is seen then).
                     self._pause_reading()
@@ -1203,7 +1203,7 @@ cdef class Downstream:
             pool.paused_waiters.discard(victim)
             (<Downstream>victim.conn)._overload(victim, pool, "queue_full",
                                                 "displaced by a request of higher priority")
-        if r.chunked or (r.content_length is not None and r.content_length.strip() != b"0"):
+        if _has_body(r):
             # A queued request reads no more than its head: its body stays in the
             # client's socket until a peer takes it (the queue timer peeks at the
             # socket to see a client leave). A body-less one keeps reading, so its
@@ -1564,8 +1564,11 @@ cdef inline bint _unread_body(Request r):
     complete at its head, and answering it early leaves the connection
     reusable (on_message_complete has simply not run yet).
     """
-    if r.body_done:
-        return False
+    return not r.body_done and _has_body(r)
+
+
+cdef inline bint _has_body(Request r):
+    """True when the request announced a body (chunked, or a Content-Length above 0)."""
     return r.chunked or (r.content_length is not None and r.content_length.strip() != b"0")
 
 
