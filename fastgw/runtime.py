@@ -7,7 +7,7 @@ socket. The hot path (fastgw._core.proxy) only walks these objects.
 """
 
 from fastgw._core import proxy
-from fastgw._core.balancer import Peer, RoundRobin
+from fastgw._core.balancer import Peer, make_balancer
 from fastgw._core.http import HOP_BY_HOP
 from fastgw._core.pool import UpstreamPool
 from fastgw._core.router import Router, VirtualHosts
@@ -61,11 +61,18 @@ def build_pools(config, loop):
     """
     pools = {}
     for index, (name, up) in enumerate(config.http.upstreams.items()):
-        peers = [Peer(s.host, s.port, s.weight, s.address, i, s.max_conns)
+        single = len(up.servers) == 1
+        # nginx never takes a group's only server out on failures; fastgw does
+        # when its line sets max_fails (the circuit then opens for fail_timeout).
+        peers = [Peer(s.host, s.port, s.weight, s.address, i, s.max_conns,
+                      0 if single and not s.max_fails_set else s.max_fails, s.fail_timeout,
+                      s.backup, s.down)
                  for i, s in enumerate(up.servers)]
-        pools[name] = UpstreamPool(name, RoundRobin(peers), up.keepalive, up.keepalive_timeout,
+        pools[name] = UpstreamPool(name, make_balancer(peers, up.balancer), up.keepalive,
+                                   up.keepalive_timeout,
                                    up.keepalive_requests, loop, up.queue, up.queue_timeout)
         pools[name].log_throttle = Throttle()
+        pools[name].live_throttle = Throttle()
         pools[name].index = index
     return pools
 
@@ -126,6 +133,9 @@ def _location(kind, settings, logs, access_logs, conf=None, tables=None):
     loc.connect_timeout = s.proxy_connect_timeout
     loc.send_timeout = s.proxy_send_timeout
     loc.read_timeout = s.proxy_read_timeout
+    loc.next_upstream = sum(proxy.NEXT_UPSTREAM_BITS[c] for c in s.proxy_next_upstream)
+    loc.next_tries = s.proxy_next_upstream_tries
+    loc.next_timeout = s.proxy_next_upstream_timeout
     loc.keepalive_timeout = s.keepalive_timeout
     loc.keepalive_requests = s.keepalive_requests
     loc.body_timeout = s.client_body_timeout

@@ -10,7 +10,7 @@ peer of a zoned upstream), which a reload keeps when the upstreams are the same.
 import mmap
 import os
 
-from fastgw._core.counters import CUMULATIVE, UPSTREAM_CUMULATIVE, Stats, region_size
+from fastgw._core.counters import CUMULATIVE, UPSTREAM_CUMULATIVE, Stats, region_size, zone_size
 from fastgw._core.limits import LimitTable
 
 # Control cells of a generation's counters (int64): a sequence number, odd while
@@ -75,7 +75,7 @@ class Zones:
                 i = previous.upstreams.index(name)
                 if previous.peers[i] == peers:
                     kept = previous.zone_regions[i]
-            self.zone_regions.append(kept if kept is not None else _region(8 * max(1, len(peers))))
+            self.zone_regions.append(kept if kept is not None else _region(zone_size(len(peers))))
         # limit_req / limit_conn zones: a table each, kept across a reload while
         # the zone's name, size and key are unchanged (state survives, as in nginx).
         self.limit_specs = dict(config.http.limit_zones)

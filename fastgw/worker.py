@@ -37,6 +37,7 @@ from fastgw import runtime
 from fastgw._core import limits
 from fastgw._core.counters import CELLS
 from fastgw._core.proxy import Runtime, service_queue
+from fastgw.health import HealthChecks
 from fastgw.observe.error_log import Logs
 from fastgw.shm import Zones
 
@@ -67,6 +68,7 @@ class Worker:
         self.access_logs = runtime.AccessLogs()
         self.stopping = False
         self.exit_code = 0
+        self.health = None
 
     def run(self):
         """Serve until stopped; returns the process exit code."""
@@ -98,6 +100,11 @@ class Worker:
         self.rt.pages = runtime.status_pages(self.stats, self.zones)
         self.pools = runtime.build_pools(self.config, self.loop)
         self.use_zones()
+        if self.slot == 0:
+            # One worker checks for all: the verdicts live in the zones.
+            self.health = HealthChecks(self.loop, self.config.http.upstreams, self.pools,
+                                       self.error_log)
+            self.health.start()
         self.listeners = runtime.build_listeners(self.config, self.rt, self.sockets, self.logs,
                                                  self.access_logs, self.pools,
                                                  runtime.limit_tables(self.zones,
@@ -203,6 +210,8 @@ class Worker:
         if self.stopping:
             return
         self.stopping = True
+        if self.health is not None:
+            self.health.stop()
         self.error_log.log("notice", "gracefully shutting down" + (" (reload)" if reload else ""))
         for listener in self.listeners:
             listener.stop()
@@ -224,6 +233,8 @@ class Worker:
 
     def fast_stop(self):
         self.stopping = True
+        if self.health is not None:
+            self.health.stop()
         for listener in self.listeners:
             listener.stop()
         self.rt.abort_all()

@@ -1,4 +1,4 @@
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 
 cdef extern from *:
     """
@@ -19,10 +19,43 @@ cdef extern from *:
         }
         return 0;
     }
+    static inline void fg_atomic_store(int64_t *p, int64_t v) {
+        __atomic_store_n(p, v, __ATOMIC_SEQ_CST);
+    }
+    /* Set *p to `desired` if it still holds `expected`; 1 on success. */
+    static inline int fg_atomic_cas(int64_t *p, int64_t expected, int64_t desired) {
+        return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_SEQ_CST,
+                                           __ATOMIC_SEQ_CST);
+    }
     """
     int64_t fg_atomic_add(int64_t* p, int64_t v) nogil
     int64_t fg_atomic_load(int64_t* p) nogil
     int fg_try_acquire(int64_t* p, int64_t limit) nogil
+    void fg_atomic_store(int64_t* p, int64_t v) nogil
+    int fg_atomic_cas(int64_t* p, int64_t expected, int64_t desired) nogil
+
+
+cdef inline uint64_t fnv1a(bytes key):
+    """64-bit FNV-1a of ``key`` (limit zone keys, balancer hash keys)."""
+    cdef const unsigned char* p = key
+    cdef Py_ssize_t i, n = len(key)
+    cdef uint64_t h = 14695981039346656037ULL
+    for i in range(n):
+        h ^= p[i]
+        h *= 1099511628211ULL
+    return h
+
+cdef enum:
+    # A peer's cells in its upstream's zone (shared by all workers; int64 each).
+    P_ACTIVE = 0        # requests in flight
+    P_FAILS = 1         # failed attempts (max_fails)
+    P_ACCESSED = 2      # last failure, monotonic ms
+    P_CHECKED = 3       # start of the fail_timeout window / last trial, monotonic ms
+    P_HC_DOWN = 4       # 1: out by the active health check
+    P_HC_FAILS = 5      # checks failed in a row
+    P_HC_PASSES = 6     # checks passed in a row
+    P_HC_CHECKS = 7     # checks done
+    PEER_CELLS = 8
 
 cdef enum:
     # Cells of a worker's block (int64 each).

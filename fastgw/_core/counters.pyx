@@ -37,8 +37,16 @@ def block_size(list peer_counts):
 
 
 def region_size(int workers, list peer_counts):
-    """Bytes for ``workers`` blocks plus the zone area (one shared cell per peer)."""
-    return (block_size(peer_counts) * workers + sum(peer_counts)) * 8
+    """Bytes for ``workers`` blocks plus the zone area (PEER_CELLS shared cells per peer)."""
+    return (block_size(peer_counts) * workers + sum(peer_counts) * PEER_CELLS) * 8
+
+
+def zone_size(int peers):
+    """Bytes of one upstream's zone: PEER_CELLS int64 cells per peer."""
+    return max(1, peers) * PEER_CELLS * 8
+
+
+PEER_CELL_COUNT = PEER_CELLS
 
 
 cdef class Stats:
@@ -47,7 +55,7 @@ cdef class Stats:
     ``slot`` is this process's block (writes go there; -1 for a reader only,
     such as the master). ``peer_counts`` lists the peers of each upstream in
     the configuration's order. ``zone_buffer``, when given, holds the shared
-    per-peer cells instead of the end of ``buffer`` (one int64 per peer): one
+    per-peer cells instead of the end of ``buffer`` (PEER_CELLS int64 per peer): one
     buffer for all upstreams, or a list of one buffer per upstream, so that a
     reload can keep each unchanged upstream's cells while the worker blocks
     are new. With
@@ -88,29 +96,38 @@ cdef class Stats:
             addrs = []
             for u, buf in enumerate(zone_buffer):
                 zview = buf
-                if zview.shape[0] < max(1, self.peer_counts[u]) * 8:
+                if zview.shape[0] < zone_size(self.peer_counts[u]):
                     raise ValueError("shared memory zone too small for the peers")
                 addrs.append(<size_t>&zview[0])
             self.zone_addrs = addrs
         elif zone_buffer is not None:
             zview = zone_buffer
-            if zview.shape[0] < sum(self.peer_counts) * 8:
+            if zview.shape[0] < sum(self.peer_counts) * PEER_CELLS * 8:
                 raise ValueError("shared memory zone too small for the peers")
             self.zone_base = <int64_t*>&zview[0]
         offsets, at = [], 0
         for n in self.peer_counts:
             offsets.append(at)
-            at += n
+            at += n * PEER_CELLS
         self.zone_offsets = offsets
 
     cdef int64_t* peer_shared(self, int upstream, int peer):
         if self.zone_addrs is not None:
-            return <int64_t*><size_t>self.zone_addrs[upstream] + peer
-        return self.zone_base + <int>self.zone_offsets[upstream] + peer
+            return <int64_t*><size_t>self.zone_addrs[upstream] + peer * PEER_CELLS
+        return self.zone_base + <int>self.zone_offsets[upstream] + peer * PEER_CELLS
 
     def shared_active(self, int upstream, int peer):
         """The zone's count of requests in flight to a peer (all workers)."""
         return fg_atomic_load(self.peer_shared(upstream, peer))
+
+    def peer_cells(self, int upstream, int peer):
+        """A peer's zone cells as a tuple of PEER_CELLS ints (P_ACTIVE, P_FAILS, ...)."""
+        cdef int64_t* cells = self.peer_shared(upstream, peer)
+        cdef int i
+        cdef list out = []
+        for i in range(PEER_CELLS):
+            out.append(fg_atomic_load(cells + i))
+        return tuple(out)
 
     def release_worker(self, int worker, list zoned):
         """Give back the zone slots a dead worker held: ``zoned`` lists upstream indices.

@@ -32,6 +32,7 @@ import os
 
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
+from fastgw._core.counters cimport fnv1a
 
 cdef extern from "sched.h":
     int sched_yield() nogil
@@ -61,16 +62,6 @@ def set_process():
 def table_capacity(long size):
     """Entries a zone of ``size`` bytes holds (each: one entry and two buckets' share)."""
     return max(1, (size - HEADER_SIZE) // (ENTRY_SIZE + 8))
-
-
-cdef inline uint64_t _fnv1a(bytes key):
-    cdef const unsigned char* p = key
-    cdef Py_ssize_t i, n = len(key)
-    cdef uint64_t h = 14695981039346656037ULL
-    for i in range(n):
-        h ^= p[i]
-        h *= 1099511628211ULL
-    return h
 
 
 cdef inline bytes _stored(bytes key):
@@ -275,7 +266,7 @@ cdef class LimitTable:
         (``node``, ``hash``) until req_account. LR_ERROR: the table is full.
         """
         cdef bytes k = _stored(key)
-        cdef uint64_t h = _fnv1a(k)
+        cdef uint64_t h = fnv1a(k)
         cdef int32_t i
         cdef Entry* e
         cdef int64_t ms, ex
@@ -370,7 +361,7 @@ cdef class LimitTable:
         """One more request in flight for ``key`` unless ``limit`` are (LC_BUSY) or the
         table is full (LC_ERROR). On LC_OK, ``node`` and ``hash`` are for conn_release."""
         cdef bytes k = _stored(key)
-        cdef uint64_t h = _fnv1a(k)
+        cdef uint64_t h = fnv1a(k)
         cdef int32_t i
         cdef Entry* e
         hash[0] = h
@@ -429,7 +420,7 @@ cdef class LimitTable:
         cdef bytes k = _stored(key)
         cdef int32_t i
         self.lock()
-        i = self.find(_fnv1a(k), k)
+        i = self.find(fnv1a(k), k)
         out = None if i < 0 else (self.entries[i].excess, self.entries[i].last,
                                   self.entries[i].count)
         self.unlock()

@@ -1,11 +1,11 @@
-from fastgw._core.balancer cimport Peer, RoundRobin
+from fastgw._core.balancer cimport Balancer, Peer
 from fastgw._core.queue cimport RequestQueue
 
 
 cdef class UpstreamPool:
     cdef public str name
     cdef public int index
-    cdef public RoundRobin balancer
+    cdef public Balancer balancer
     cdef public int keepalive
     cdef public double keepalive_timeout
     cdef public int keepalive_requests
@@ -18,6 +18,7 @@ cdef class UpstreamPool:
     cdef public object queue_timer
     cdef public set paused_waiters
     cdef public object log_throttle
+    cdef public object live_throttle
     cdef public object waker
     cdef public double defer_until
     cdef object _trimmer

@@ -17,7 +17,7 @@ The pool only needs three things of a connection: ``idle_since`` (loop time
 it became idle, seconds), ``closed`` (bool) and ``close()``.
 """
 
-from fastgw._core.balancer cimport Peer, RoundRobin
+from fastgw._core.balancer cimport Balancer, Peer
 from fastgw._core.queue cimport RequestQueue
 
 # Seconds a surplus idle connection (beyond ``keepalive``) may wait for reuse.
@@ -31,7 +31,7 @@ cdef class UpstreamPool:
     reuse); ``keepalive_timeout`` seconds; ``keepalive_requests`` a count.
     """
 
-    def __init__(self, str name, RoundRobin balancer, int keepalive=0,
+    def __init__(self, str name, Balancer balancer, int keepalive=0,
                  double keepalive_timeout=60.0, int keepalive_requests=1000, loop=None,
                  int queue=0, double queue_timeout=60.0):
         self.name = name
@@ -50,6 +50,7 @@ cdef class UpstreamPool:
         self.queue_timer = None
         self.paused_waiters = set()
         self.log_throttle = None
+        self.live_throttle = None
         # With a zone: called with the upstream index when a slot is freed, to
         # wake the other workers that have requests queued (fastgw.worker).
         self.waker = None

@@ -1,3 +1,4 @@
+from libc.stdint cimport uint64_t
 from fastgw._core.balancer cimport Peer
 from fastgw._core.pool cimport UpstreamPool
 from fastgw._core.router cimport Router, VirtualHosts
@@ -64,6 +65,10 @@ cdef class Location:
     cdef public int limit_conn_status
     cdef public str limit_conn_level
     cdef public bint limit_conn_dry
+    # proxy_next_upstream conditions (NU_* bits), tries (0: no limit), timeout (s, 0: none)
+    cdef public int next_upstream
+    cdef public int next_tries
+    cdef public double next_timeout
 
 
 cdef class Server:
@@ -140,3 +145,14 @@ cdef class Request:
     cdef public object limit_timer
     cdef public double queue_time
     cdef public str overload
+    # Retries (proxy_next_upstream): peers tried (None before the first retry),
+    # attempts made, when the first started, the balancer's key hash.
+    cdef public object tried
+    cdef public int tries
+    cdef public double first_try
+    cdef public uint64_t hash_key
+    # Body bytes already sent upstream and kept to send again on a retry (at
+    # most KEEP_BODY bytes); body_lost once some went out that were not kept.
+    cdef public list body_kept
+    cdef public long kept_bytes
+    cdef public bint body_lost

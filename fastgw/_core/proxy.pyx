@@ -35,13 +35,14 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpParserCallbackErro
 
 from fastgw._core.http cimport (status_line, date_header, is_hop_by_hop, is_idempotent,
                                 local_response)
-from fastgw._core.balancer cimport Peer
+from fastgw._core.balancer cimport Balancer, Peer, hash_key
 from fastgw._core.pool cimport UpstreamPool
 from fastgw._core.queue cimport RequestQueue
 from fastgw._core.counters cimport (Stats, C_ACCEPTED, C_HANDLED, C_ACTIVE, C_READING,
                                     C_WRITING, C_WAITING, C_REQUESTS, R_WORKER_CONNECTIONS,
                                     R_QUEUE_FULL, R_QUEUE_TIMEOUT, R_UPSTREAM_ERROR,
-                                    R_UPSTREAM_TIMEOUT, R_LIMIT_REQ, R_LIMIT_CONN)
+                                    R_UPSTREAM_TIMEOUT, R_LIMIT_REQ, R_LIMIT_CONN,
+                                    R_NO_LIVE_UPSTREAMS)
 from fastgw._core.limits cimport (LimitTable, LR_OK, LR_BUSY, LR_AGAIN, LR_ERROR, LC_OK,
                                   LC_BUSY)
 from libc.stdint cimport int32_t, int64_t, uint64_t
@@ -75,6 +76,53 @@ cdef enum:
     # Largest upstream response head (nginx's proxy_buffer_size is 4k/8k; fastgw
     # is more lenient but bounded): beyond it, "upstream sent too big header".
     MAX_UPSTREAM_HEAD = 65536
+
+    # proxy_next_upstream conditions (Location.next_upstream bits).
+    NU_ERROR = 1
+    NU_TIMEOUT = 2
+    NU_INVALID_HEADER = 4
+    NU_HTTP_500 = 8
+    NU_HTTP_502 = 16
+    NU_HTTP_503 = 32
+    NU_HTTP_504 = 64
+    NU_HTTP_403 = 128
+    NU_HTTP_404 = 256
+    NU_HTTP_429 = 512
+    NU_NON_IDEMPOTENT = 1024
+    # Statuses whose retry also counts as a failure of the peer (403 and 404 never do).
+    NU_FAILING_STATUS = NU_HTTP_500 | NU_HTTP_502 | NU_HTTP_503 | NU_HTTP_504 | NU_HTTP_429
+    # Request body bytes kept in memory to resend on a retry.
+    KEEP_BODY = 65536
+
+NEXT_UPSTREAM_BITS = {
+    "error": NU_ERROR, "timeout": NU_TIMEOUT, "invalid_header": NU_INVALID_HEADER,
+    "http_500": NU_HTTP_500, "http_502": NU_HTTP_502, "http_503": NU_HTTP_503,
+    "http_504": NU_HTTP_504, "http_403": NU_HTTP_403, "http_404": NU_HTTP_404,
+    "http_429": NU_HTTP_429, "non_idempotent": NU_NON_IDEMPOTENT,
+}
+
+
+cdef inline int _status_bit(int status):
+    if status == 500:
+        return NU_HTTP_500
+    if status == 502:
+        return NU_HTTP_502
+    if status == 503:
+        return NU_HTTP_503
+    if status == 504:
+        return NU_HTTP_504
+    if status == 403:
+        return NU_HTTP_403
+    if status == 404:
+        return NU_HTTP_404
+    if status == 429:
+        return NU_HTTP_429
+    return 0
+
+
+cdef inline bint _non_idempotent(bytes method):
+    # nginx's list for proxy_next_upstream (RFC 9110 §9.2.2 would also name others).
+    return method == b"POST" or method == b"PATCH" or method == b"LOCK"
 
 # Public names for the kinds, for fastgw.runtime.
 KIND_PROXY = K_PROXY
@@ -1145,22 +1193,96 @@ cdef class Downstream:
         if r.body_received and loc.max_body and r.body_received > loc.max_body:
             self._respond(r, 413, None, b"", True)
             return
-        peer = pool.balancer.pick()
+        if pool.balancer.key_kind:
+            r.hash_key = self._balancer_key(r, pool.balancer)
+        peer = pool.balancer.pick(r.hash_key, None)
         if peer is None:
-            # Every peer is at max_conns: wait in the upstream's queue, or be told
-            # at once that the gateway is saturated.
+            if pool.balancer.all_out:
+                # The circuit is open: every peer is down or failing. Say so at
+                # once rather than try a connection that cannot help.
+                self._no_live(r, pool)
+                return
+            # Every live peer is at max_conns: wait in the upstream's queue, or be
+            # told at once that the gateway is saturated.
             self._enqueue(r, loc, pool)
             return
         self._to_peer(r, pool, peer)
 
+    cdef uint64_t _balancer_key(self, Request r, Balancer b):
+        cdef bytes addr = self.remote_addr
+        cdef Py_ssize_t dot
+        if b.key_kind == 1:
+            # ip_hash: the first three octets of an IPv4 address (nginx), so a
+            # client keeps its peer across the addresses of its /24.
+            dot = addr.rfind(b".")
+            return hash_key(addr[:dot] if dot > 0 and b":" not in addr else addr)
+        return hash_key(render(b.key_parts, r, self))
+
+    cdef _no_live(self, Request r, UpstreamPool pool):
+        """502 at once: no peer of ``pool`` is live (design.md §6, `no_live_upstreams`)."""
+        now = self.loop.time()
+        write, skipped = pool.live_throttle.allow(now) if pool.live_throttle is not None else (True, 0)
+        log = r.location.error_log
+        if write and log.enabled("error"):
+            more = f" ({skipped} more in the last second)" if skipped else ""
+            log.log("error", f'no live upstreams while connecting to upstream{more}',
+                    conn=self.conn_id, client=self.remote_addr.decode(),
+                    server=(r.server.name or b"").decode("latin-1") if r.server else "",
+                    request=(r.request_line or b"").decode("latin-1"),
+                    upstream=f"http://{pool.name}{(r.url or b'').decode('latin-1')}",
+                    host=(r.host or b"").decode("latin-1"))
+        r.overload = "no_live_upstreams"
+        self.rt.stats.rejected(R_NO_LIVE_UPSTREAMS)
+        self._respond(r, 502, None, b"", _unread_body(r))
+
+    cdef Peer _next_peer(self, Request r, UpstreamPool pool, Peer failed, int condition,
+                         bint sent):
+        """The peer for another try of ``r`` after ``failed`` met ``condition`` (an NU_ bit),
+        its place taken; None when nginx's rules allow no retry (proxy_next_upstream)."""
+        cdef Location loc = r.location
+        if self.closing or r.done or not (loc.next_upstream & condition):
+            return None
+        if r.body_lost:
+            return None  # part of the body went upstream and was not kept
+        if sent and _non_idempotent(r.method) and not (loc.next_upstream & NU_NON_IDEMPOTENT):
+            return None
+        if loc.next_tries and r.tries >= loc.next_tries:
+            return None
+        if loc.next_timeout and self.loop.time() - r.first_try >= loc.next_timeout:
+            return None
+        if r.tried is None:
+            r.tried = set()
+        r.tried.add(failed.index)
+        return pool.balancer.pick(r.hash_key, r.tried)
+
+    cdef _resend(self, Request r, UpstreamPool pool, Peer peer):
+        """Send ``r`` again, to ``peer``, with the body kept from the last try."""
+        if r.body_kept:
+            r.body_buf = r.body_kept + r.body_buf
+        r.body_kept = None
+        r.kept_bytes = 0
+        r.upstream = None
+        before = r.upstream_addr
+        self._to_peer(r, pool, peer)
+        # $upstream_addr lists every peer tried, as nginx's does.
+        r.upstream_addr = f"{before}, {r.upstream_addr}" if before else r.upstream_addr
+
     cdef _to_peer(self, Request r, UpstreamPool pool, Peer peer):
         """Send ``r`` to ``peer``: a pooled connection when one is idle, else a new one."""
         cdef UpstreamConn conn
-        if r.expect_continue and not r.body_done and r.http11:
-            # nginx answers Expect: 100-continue itself and never forwards it; only
-            # now, when a peer will take the body.
-            self.transport.write(CONTINUE_100)
+        if r.tries == 0:
+            r.first_try = self.loop.time()
+            if r.expect_continue and not r.body_done and r.http11:
+                # nginx answers Expect: 100-continue itself and never forwards it;
+                # only now, when a peer will take the body.
+                self.transport.write(CONTINUE_100)
+        r.tries += 1
         conn = <UpstreamConn>pool.acquire(peer)
+        while conn is not None and _non_idempotent(r.method) and _peek_transport(conn.transport) != 0:
+            # A POST must not meet a connection the upstream has closed (it could
+            # not be sent again): one recv(MSG_PEEK) sees a close already here.
+            conn.close()
+            conn = <UpstreamConn>pool.acquire(peer)
         if conn is None:
             conn = UpstreamConn(self.rt, pool, peer)
             conn.attach(self, r)
@@ -1652,6 +1774,12 @@ cdef class UpstreamConn:
     cdef double write_paused_at
     cdef object timer
     cdef object connect_task
+    # Bytes of the current request were written (a retry of a POST is then unsafe).
+    cdef bint request_sent
+    # The response's status is one proxy_next_upstream names: counts as a failure.
+    cdef bint status_failed
+    # Set by on_headers_complete: drop this response and send the request there.
+    cdef Peer retry_peer
 
     def __init__(self, Runtime rt, UpstreamPool pool, Peer peer):
         self.rt = rt
@@ -1673,6 +1801,9 @@ cdef class UpstreamConn:
         self.counted = True
         self.reused = self.requests > 0
         self.requests += 1
+        self.request_sent = False
+        self.status_failed = False
+        self.retry_peer = None
         self.head_only = r.method == b"HEAD"
         self.resp_done = False
         self.head_sent = False
@@ -1738,6 +1869,7 @@ cdef class UpstreamConn:
         if r.body_buf:
             for chunk in r.body_buf:
                 self._frame(out, chunk)
+                self._keep(r, chunk)
             self.ds.pending_bytes -= r.body_buffered
             r.body_buf = []
             r.body_buffered = 0
@@ -1745,6 +1877,7 @@ cdef class UpstreamConn:
             out.append(CHUNK_END)
         self.sending = not r.body_done
         self.last_io = self.loop.time()
+        self.request_sent = True
         self.transport.write(b"".join(out))
         if self.ds.writing_paused:
             # The client is not reading (a pipelined response behind a slow one):
@@ -1826,9 +1959,23 @@ cdef class UpstreamConn:
         else:
             out.append(chunk)
 
+    cdef inline _keep(self, Request r, bytes chunk):
+        # Keep what is sent while it fits, so that a retry can send it again.
+        if r.body_lost:
+            return
+        if r.kept_bytes + len(chunk) > KEEP_BODY:
+            r.body_lost = True
+            r.body_kept = None
+            return
+        if r.body_kept is None:
+            r.body_kept = []
+        r.body_kept.append(chunk)
+        r.kept_bytes += len(chunk)
+
     cdef write_body(self, bytes chunk):
         cdef list out = []
         self.last_io = self.loop.time()
+        self._keep(self.req, chunk)
         self._frame(out, chunk)
         if out and self.transport is not None:
             self.transport.write(b"".join(out) if len(out) > 1 else out[0])
@@ -1856,23 +2003,28 @@ cdef class UpstreamConn:
         except HttpParserError as exc:
             self._flush()
             if self.head_size > MAX_UPSTREAM_HEAD:
-                self._fail(502, "upstream sent too big header while reading response header from upstream")
+                self._fail(502, "upstream sent too big header while reading response header from upstream",
+                           False, NU_INVALID_HEADER)
             else:
                 self._fail(502, f"upstream sent invalid response ({exc}) while reading response header "
-                                "from upstream")
+                                "from upstream", False, NU_INVALID_HEADER)
             return
         except HttpParserUpgrade:
             # A 101 fastgw never asked for (it does not forward Upgrade yet): the
             # connection now speaks something else and cannot be relayed or reused.
             self._flush()
             self._fail(502, "upstream sent unexpected 101 Switching Protocols while reading "
-                            "response header from upstream")
+                            "response header from upstream", False, NU_INVALID_HEADER)
             return
         if not self.head_sent and self.head_bytes > MAX_UPSTREAM_HEAD + 65536:
             # A head still incomplete after this much: httptools holds a partial line
             # in memory, so bound it here (reads may also carry a body's start).
             self.head_size = MAX_UPSTREAM_HEAD + 1
-            self._fail(502, "upstream sent too big header while reading response header from upstream")
+            self._fail(502, "upstream sent too big header while reading response header from upstream",
+                       False, NU_INVALID_HEADER)
+            return
+        if self.retry_peer is not None:
+            self._next_try()
             return
         self._flush()
         if self.resp_done:
@@ -1966,6 +2118,15 @@ cdef class UpstreamConn:
             self.interim = True
             return
         r.upstream_status = status
+        bit = _status_bit(status)
+        if bit and (r.location.next_upstream & bit):
+            self.status_failed = bool(bit & NU_FAILING_STATUS)
+            self.retry_peer = self.ds._next_peer(r, self.pool, self.peer, bit, True)
+            if self.retry_peer is not None:
+                # Another peer will answer: this response is dropped unread
+                # (data_received acts once the parser has returned).
+                self.resp_done = True
+                return
         for h in self.resp_headers:
             lname = <bytes>h[2]
             if lname == b"content-length":
@@ -2040,7 +2201,7 @@ cdef class UpstreamConn:
                 self.reset_parser = True
 
     def on_body(self, bytes chunk):
-        if self.interim:
+        if self.interim or self.retry_peer is not None:
             return
         if self.resp_done:
             # Bytes after a response that has no body: never reuse this connection.
@@ -2061,7 +2222,7 @@ cdef class UpstreamConn:
             self.head_size = 0
             self.reason = None
             return
-        if self.resp_done and self.head_only:
+        if self.resp_done and (self.head_only or self.retry_peer is not None):
             return
         self.resp_keep = self.parser.should_keep_alive()
         if self.client_chunked:
@@ -2084,6 +2245,7 @@ cdef class UpstreamConn:
         cdef Downstream ds = self.ds
         cdef bint reuse
         self.rt.stats.observe(self.pool.index, self.loop.time() - self.started)
+        self._account(r, not self.status_failed)
         self._detach()
         if self.reading_paused and self.transport is not None:
             self.reading_paused = False
@@ -2116,26 +2278,67 @@ cdef class UpstreamConn:
         self.ds = None
         self.sending = False
 
-    cdef _fail(self, int status, str message, bint lost=False):
+    cdef _account(self, Request r, bint ok):
+        """Passive health (max_fails): the outcome of this try on the peer."""
+        if ok:
+            self.pool.balancer.succeeded(self.peer)
+        elif self.pool.balancer.failed(self.peer):
+            log = r.location.error_log
+            if log.enabled("warn"):
+                log.log("warn", f"upstream server temporarily disabled for "
+                                f"{self.peer.fail_timeout:g}s after {self.peer.max_fails} failed "
+                                f"attempts", conn=self.ds.conn_id,
+                        client=self.ds.remote_addr.decode(),
+                        upstream=f"http://{self.peer.address}",
+                        host=(r.host or b"").decode("latin-1"))
+
+    cdef _next_try(self):
+        """The response's status is one to retry and a peer took the request: drop this one."""
         cdef Request r = self.req
         cdef Downstream ds = self.ds
+        cdef Peer nxt = self.retry_peer
+        cdef UpstreamPool pool = self.pool
+        self.retry_peer = None
+        self._account(r, not self.status_failed)
+        self._detach()
+        self.close()
+        ds._resend(r, pool, nxt)
+        _service_queue(pool)
+
+    cdef _fail(self, int status, str message, bint lost=False, int condition=NU_ERROR):
+        """This try failed (``condition``: NU_ERROR, NU_TIMEOUT or NU_INVALID_HEADER):
+        retry elsewhere when proxy_next_upstream allows, else answer ``status``."""
+        cdef Request r = self.req
+        cdef Downstream ds = self.ds
+        cdef UpstreamPool pool = self.pool
+        cdef Peer nxt
+        cdef bint sent = self.request_sent
+        if self.retry_peer is not None:
+            pool.balancer.release(self.retry_peer)
+            self.retry_peer = None
         if r is None:
             self.close()
             return
         self._detach()
         self.close()
         if (lost and not self.head_sent and self.reused and not self.got_bytes and not r.retried
-                and r.body_done and r.body_received == 0 and is_idempotent(r.method)):
+                and r.body_done and not r.body_lost and is_idempotent(r.method)):
             # The upstream closed a pooled connection while it sat idle (a race
             # every keep-alive client meets): not a failure of the peer, and the
             # request can be sent again on a fresh connection.
             r.retried = True
             r.upstream = None
-            conn = UpstreamConn(self.rt, self.pool, self.peer)
+            if r.body_kept:
+                r.body_buf = r.body_kept + r.body_buf
+                r.body_kept = None
+                r.kept_bytes = 0
+            conn = UpstreamConn(self.rt, pool, self.peer)
+            # _detach gave back the request's place on the peer: it keeps it.
+            pool.balancer.retake(self.peer)
             conn.attach(ds, r)
             conn.connect()
             return
-        self.rt.stats.rejected(R_UPSTREAM_TIMEOUT if status == 504 else R_UPSTREAM_ERROR)
+        self._account(r, False)
         log = r.location.error_log
         if log.enabled("error"):
             log.log("error", message, conn=ds.conn_id, client=ds.remote_addr.decode(),
@@ -2143,11 +2346,18 @@ cdef class UpstreamConn:
                     request=(r.request_line or b"").decode("latin-1"),
                     upstream=f"http://{self.peer.address}{(r.url or b'').decode('latin-1')}",
                     host=(r.host or b"").decode("latin-1"))
+        if not self.head_sent:
+            nxt = ds._next_peer(r, pool, self.peer, condition, sent)
+            if nxt is not None:
+                ds._resend(r, pool, nxt)
+                _service_queue(pool)
+                return
+        self.rt.stats.rejected(R_UPSTREAM_TIMEOUT if status == 504 else R_UPSTREAM_ERROR)
         if self.head_sent:
             ds.upstream_broke(r)
         else:
             ds.upstream_failed(r, status)
-        _service_queue(self.pool)
+        _service_queue(pool)
 
     cdef abort_from_client(self):
         """The client went away or sent garbage: drop this connection, never pool it."""
@@ -2213,7 +2423,7 @@ cdef class UpstreamConn:
                     if not self.head_sent else
                     "upstream timed out (110: Connection timed out) while reading upstream")
         if now >= deadline and what:
-            self._fail(504, what)
+            self._fail(504, what, False, NU_TIMEOUT)
             return
         step = loc.min_timeout
         if deadline - now < step:
@@ -2231,6 +2441,7 @@ cdef void _service_queue(UpstreamPool pool):
     cdef Peer peer
     cdef Request r
     cdef double now
+    cdef uint64_t key
     if q.depth == 0:
         return
     now = pool.loop.time()
@@ -2238,8 +2449,21 @@ cdef void _service_queue(UpstreamPool pool):
         pool.loop.call_later(pool.defer_until - now, _service_queue_soon, pool)
         return
     while q.depth:
-        peer = pool.balancer.pick()
+        key = 0
+        if pool.balancer.key_kind:
+            # A keyed balancer must see the key of the request it places.
+            key = (<Request>q.peek()).hash_key
+        peer = pool.balancer.pick(key, None)
         if peer is None:
+            if pool.balancer.all_out:
+                # Every peer went out while these waited: none will come back in
+                # time to help; answer them now (no live upstreams).
+                while q.depth:
+                    r = <Request>q.pop(now)
+                    r.queue_handle = -1
+                    pool.paused_waiters.discard(r)
+                    (<Downstream>r.conn).rt.stats.queue_depth(pool.index, q.depth)
+                    (<Downstream>r.conn)._no_live(r, pool)
             return
         r = <Request>q.pop(now)
         (<Downstream>r.conn).rt.stats.queue_depth(pool.index, q.depth)
@@ -2352,12 +2576,17 @@ cdef void _release_conns(list taken):
         (<LimitTable>item[0]).conn_release(<int32_t>item[1], <uint64_t>item[2])
 
 
-cdef int _peek(Downstream ds):
+cdef inline int _peek(Downstream ds):
     """What waits in a client's socket, nothing consumed: 1 bytes, 0 nothing yet, -1 the
     client closed or reset it (or the transport is gone)."""
-    if ds.transport is None or ds.transport.is_closing():
+    return _peek_transport(ds.transport)
+
+
+cdef int _peek_transport(object transport):
+    """``_peek`` for any connection's transport."""
+    if transport is None or transport.is_closing():
         return -1
-    fd = ds.transport.get_extra_info("socket").fileno()
+    fd = transport.get_extra_info("socket").fileno()
     # uvloop's transport socket cannot recv: borrow the fd, never close it here.
     probe = socket.socket(fileno=fd)
     try:

@@ -24,6 +24,7 @@ cdef class RequestQueue:
     cdef long pops
 
     cpdef long push(self, object item, int priority, double now) except -2
+    cpdef object peek(self)
     cpdef object pop(self, double now)
     cpdef bint remove(self, long handle, object item)
     cpdef list expire(self, double now)

@@ -125,6 +125,14 @@ cdef class RequestQueue:
         self.depth -= 1
         return item
 
+    cpdef object peek(self):
+        """The item ``pop`` would return next, left in place (None when empty)."""
+        cdef int c
+        for c in range(MAX_CLASSES):
+            if self.heads[c] >= 0:
+                return self.items[self.heads[c]]
+        return None
+
     cpdef object pop(self, double now):
         """The oldest item of the highest priority (None when empty); records the drain."""
         cdef int c, slot

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from . import units
-from .model import LimitZone
+from .model import HealthCheck, LimitZone
 from .variables import compile_template
 
 MAIN, EVENTS, HTTP, SERVER, LOCATION, UPSTREAM = (
@@ -241,6 +241,61 @@ def _limit_req(args):
     return (name, burst * 1000, (1 << 60) if nodelay else delay * 1000)
 
 
+NEXT_UPSTREAM = ("error", "timeout", "invalid_header", "http_500", "http_502", "http_503",
+                 "http_504", "http_403", "http_404", "http_429", "non_idempotent")
+
+
+def _next_upstream(args):
+    """``proxy_next_upstream`` conditions -> frozenset of names (empty for ``off``)."""
+    if "off" in args:
+        if len(args) > 1:
+            raise ValueError('"off" takes no other parameters')
+        return frozenset()
+    for a in args:
+        if a not in NEXT_UPSTREAM:
+            raise ValueError(f'invalid value "{a}"')
+    return frozenset(args)
+
+
+def _hash(args):
+    if len(args) == 2 and args[1] != "consistent":
+        raise ValueError(f'invalid parameter "{args[1]}"')
+    return ("hash", compile_template(args[0]), len(args) == 2)
+
+
+def _random(args):
+    if args and args[0] != "two":
+        raise ValueError(f'invalid parameter "{args[0]}"')
+    return ("random", bool(args))
+
+
+def _health_check(args):
+    """-> HealthCheck; nginx-style ``key=value`` parameters, each at most once."""
+    params = {"interval": 5.0, "uri": "/", "fails": 1, "passes": 1, "match": (200, 399)}
+    seen = set()
+    for item in args:
+        key, sep, value = item.partition("=")
+        if not sep or key not in params or key in seen:
+            raise ValueError(f'invalid parameter "{item}"')
+        seen.add(key)
+        if key == "interval":
+            params[key] = units.parse_time(value)
+            if params[key] <= 0:
+                raise ValueError(f'invalid interval "{value}"')
+        elif key == "uri":
+            if not value.startswith("/") or any(c in value for c in " \t\r\n\0"):
+                raise ValueError(f'invalid uri "{value}"')
+            params[key] = value
+        elif key in ("fails", "passes"):
+            params[key] = units.parse_int(value, minimum=1)
+        else:
+            m = re.fullmatch(r"([1-5]\d\d)(?:-([1-5]\d\d))?", value)
+            if not m or (m.group(2) and int(m.group(2)) < int(m.group(1))):
+                raise ValueError(f'invalid match "{value}" (STATUS or STATUS-STATUS)')
+            params[key] = (int(m.group(1)), int(m.group(2) or m.group(1)))
+    return HealthCheck(**params)
+
+
 def _limit_conn(args):
     n = units.parse_int(args[1])
     if not 1 <= n <= 65535:
@@ -405,9 +460,20 @@ DIRECTIVES = [
     Directive("return", frozenset({SERVER, LOCATION}), (1, 2),
               "`return CODE [TEXT]`, `return CODE URL` (301, 302, 303, 307, 308) or "
               "`return URL`: answer without an upstream."),
-    _planned("proxy_next_upstream", HSL, (1, None), "#6", "When to try the next upstream peer."),
-    _planned("proxy_next_upstream_tries", HSL, (1, 1), "#6", "Most peers tried."),
-    _planned("proxy_next_upstream_timeout", HSL, (1, 1), "#6", "Time limit on retries."),
+    Directive("proxy_next_upstream", HSL, (1, None),
+              "`proxy_next_upstream error | timeout | invalid_header | http_500 | http_502 | "
+              "http_503 | http_504 | http_403 | http_404 | http_429 | non_idempotent | off ...`: "
+              "when a request goes on to the next peer (nginx's meaning). Never once any of the "
+              "response went to the client; a POST, LOCK or PATCH only when it had not been sent "
+              "yet, unless `non_idempotent` is given; and only when the request body is still "
+              "held by fastgw (bodies up to 64 KiB that arrived with the request are kept).",
+              _next_upstream, default="error timeout", inherit=True),
+    Directive("proxy_next_upstream_tries", HSL, (1, 1),
+              "Most peers one request tries, the first included (0: no limit but the number of "
+              "peers).", _INT, default="0", inherit=True),
+    Directive("proxy_next_upstream_timeout", HSL, (1, 1),
+              "No new peer is tried this long after the first try started (0: no limit).",
+              _TIME, default="0", inherit=True),
     _planned("proxy_buffering", HSL, (1, 1), "#7", "Buffer upstream responses."),
     _planned("proxy_buffers", HSL, (2, 2), "#7", "Response buffers."),
     _planned("proxy_request_buffering", HSL, (1, 1), "#7", "Buffer request bodies."),
@@ -472,11 +538,28 @@ DIRECTIVES = [
               "with Retry-After at once (`queue_full`), or after T (`queue_timeout`). Without "
               "`queue`, a request that finds every peer busy gets the `queue_full` 503 at once.",
               _queue),
-    _planned("least_conn", {UPSTREAM}, (0, 0), "#6", "Least-connections balancing."),
-    _planned("ip_hash", {UPSTREAM}, (0, 0), "#6", "Client-address hash balancing."),
-    _planned("hash", {UPSTREAM}, (1, 2), "#6", "Key hash balancing."),
-    _planned("random", {UPSTREAM}, (0, 1), "#6", "Random balancing."),
-    _planned("health_check", {UPSTREAM}, (0, 5), "#6", "Active health checks."),
+    Directive("least_conn", frozenset({UPSTREAM}), (0, 0),
+              "Send each request to the peer with the fewest requests in flight relative to its "
+              "weight (counted across workers with a `zone`); ties go by weighted round robin.",
+              lambda args: ("least_conn",)),
+    Directive("ip_hash", frozenset({UPSTREAM}), (0, 0),
+              "Pick the peer from a hash of the client address (the first three octets of an "
+              "IPv4 address, the whole IPv6 address, as nginx); an unavailable peer's clients "
+              "go to the next one by rehashing.", lambda args: ("ip_hash",)),
+    Directive("hash", frozenset({UPSTREAM}), (1, 2),
+              "`hash KEY [consistent]`: pick the peer from a hash of KEY (variables allowed, e.g. "
+              "`$request_uri`). With `consistent`, a ketama ring (160 points per unit of "
+              "weight): removing one of N peers moves only about 1/N of the keys.", _hash),
+    Directive("random", frozenset({UPSTREAM}), (0, 1),
+              "`random [two]`: a random peer by weight; with `two`, the less loaded of two "
+              "random peers (power of two choices, compared as least_conn).", _random),
+    Directive("health_check", frozenset({UPSTREAM}), (0, 5),
+              "`health_check [interval=T] [uri=PATH] [fails=N] [passes=N] [match=STATUS-RANGE]` "
+              "(fastgw form: NGINX Plus puts it in a location, with a `match {}` block): every T "
+              "(default 5s) one worker sends `GET PATH` (default `/`) to each peer; a peer that "
+              "fails N checks in a row (default 1: refused, timed out after T or 5 s, or a status "
+              "outside the range, default 200-399) is out until it passes N in a row (default 1). "
+              "Needs a `zone`; every worker sees the result.", _health_check),
 ]
 
 # Directives whose name means something else inside `upstream` are declared

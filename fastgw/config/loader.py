@@ -72,6 +72,9 @@ def _read_ok(path):
         return False
 
 
+BALANCERS = ("least_conn", "ip_hash", "hash", "random")
+
+
 class _Builder:
     def __init__(self, path, prefix):
         self.path = path
@@ -284,6 +287,23 @@ class _Builder:
             self.err(node, f'no servers are inside upstream "{node.args[0]}"')
             return None
         queue, queue_timeout = values.get("queue", (0, 60.0))
+        methods = [n for n in node.block or [] if n.name in BALANCERS]
+        for extra in methods[1:]:
+            self.err(extra, f'load balancing method redefined by "{extra.name}"')
+        balancer = values.get(methods[0].name) if methods else ("round_robin",)
+        if balancer is None:
+            return None  # its arguments were refused (error already recorded)
+        if balancer[0] in ("hash", "ip_hash", "random") and any(s.backup for s in servers):
+            # nginx refuses it too: a hash or random pick has no notion of "primary first".
+            self.err(node, f'"backup" cannot be used with "{methods[0].name}" balancing')
+        health = values.get("health_check")
+        if health is not None and not values.get("zone"):
+            hc = next(n for n in node.block if n.name == "health_check")
+            self.err(hc, f'"health_check" in upstream "{node.args[0]}" needs a "zone" (the '
+                         f'checks run in one worker and every worker must see the result)')
+        if all(s.down or s.backup for s in servers):
+            self.err(node, f'no usable servers in upstream "{node.args[0]}" (all are down or '
+                           f'backup)')
         return Upstream(
             name=node.args[0],
             servers=tuple(servers),
@@ -293,6 +313,8 @@ class _Builder:
             queue=queue,
             queue_timeout=queue_timeout,
             zone=values.get("zone"),
+            balancer=balancer,
+            health_check=health,
         )
 
     def upstream_server(self, node):
@@ -300,28 +322,28 @@ class _Builder:
             self.err(node, 'invalid number of arguments in "server" directive')
             return []
         addr, params = node.args[0], node.args[1:]
-        weight, max_conns = 1, 0
+        opts = {"weight": 1, "max_conns": 0}
         for p in params:
             key, sep, value = p.partition("=")
-            if key in ("weight", "max_conns") and sep:
-                try:
-                    number = units.parse_int(value, minimum=1 if key == "weight" else 0)
-                except ValueError:
-                    self.err(node, f'invalid parameter "{p}"')
+            try:
+                if key in ("weight", "max_conns", "max_fails") and sep:
+                    opts[key] = units.parse_int(value, minimum=1 if key == "weight" else 0)
+                    if key == "max_fails":
+                        opts["max_fails_set"] = True
+                elif key == "fail_timeout" and sep:
+                    opts[key] = units.parse_time(value)
+                elif key in ("backup", "down") and not sep:
+                    opts[key] = True
+                elif key == "slow_start":
+                    self.err(node, '"server" parameter "slow_start" is not supported by fastgw')
                     return []
-                if key == "weight":
-                    weight = number
                 else:
-                    max_conns = number
-            elif key in ("max_fails", "fail_timeout", "backup", "down", "slow_start"):
-                self.err(node, f'"server" parameter "{key}" is not supported yet by this version '
-                               f'of fastgw (planned in issue #6)')
-                return []
-            else:
+                    raise ValueError
+            except ValueError:
                 self.err(node, f'invalid parameter "{p}"')
                 return []
         try:
-            return [UpstreamServer(h, port, weight, name, max_conns)
+            return [UpstreamServer(h, port, name=name, **opts)
                     for h, port, name in self.resolve(addr, node)]
         except ConfigError as exc:
             self.errors.append(exc)

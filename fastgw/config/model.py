@@ -56,13 +56,25 @@ class Listen:
 
 @dataclass(frozen=True)
 class UpstreamServer:
-    """A peer of an upstream group: where to connect and its weight."""
+    """A peer of an upstream group: where to connect, its weight and health settings.
+
+    ``max_fails`` failed attempts within ``fail_timeout`` seconds take the peer
+    out for ``fail_timeout`` seconds (0: never); ``backup`` peers serve only
+    when no primary peer can; a ``down`` peer never serves (nginx's meaning).
+    """
 
     host: str
     port: int
     weight: int = 1
     name: str = None
     max_conns: int = 0
+    max_fails: int = 1
+    fail_timeout: float = 10.0
+    backup: bool = False
+    down: bool = False
+    # max_fails written on the line: a group's only server obeys it then (nginx
+    # never takes a single server out; fastgw does when told to).
+    max_fails_set: bool = False
 
     @property
     def address(self):
@@ -91,6 +103,22 @@ class Upstream:
     queue: int = 0
     queue_timeout: float = 60.0
     zone: str = None
+    # ("round_robin",) | ("least_conn",) | ("ip_hash",) | ("hash", Template, consistent)
+    # | ("random", two)
+    balancer: tuple = ("round_robin",)
+    health_check: object = None
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """``health_check`` of an upstream: ``interval`` seconds between rounds, ``uri``,
+    ``fails``/``passes`` checks in a row to go out/in, ``match`` inclusive status range."""
+
+    interval: float = 5.0
+    uri: str = "/"
+    fails: int = 1
+    passes: int = 1
+    match: tuple = (200, 399)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Run it as::
 
     python -m fastgw.testing.backend --port 9001 [--host 127.0.0.1] [--latency 20ms]
-                                     [--body-size 100] [--concurrency N] [--quiet]
+                                     [--body-size 100] [--concurrency N]
+                                     [--keepalive-timeout T] [--quiet]
 
 It is built on asyncio with uvloop and httptools only. Once it listens it
 prints exactly one line, ``listening on HOST:PORT``, to stdout and flushes it
@@ -42,6 +43,10 @@ Defaults (per process, from the flags)
     at most N requests are being served at once (sleeping their latency and
     writing their response); the others wait in FIFO order for a slot, like a
     backend with N threads. Default 0: unlimited.
+``--keepalive-timeout T``
+    close a connection with no request in progress once no byte arrived for
+    T (nginx time), as servers close idle keep-alive connections. Default 0:
+    never.
 
 Per-request query options (override the defaults; unknown keys are ignored)
 ---------------------------------------------------------------------------
@@ -86,7 +91,7 @@ Paths
     decodings of the received bytes.
 ``/__stats``
     JSON ``{"connections_total", "connections_open", "requests_total",
-    "in_flight", "max_in_flight", "queued", "pid", "port"}``: ``in_flight`` is
+    "in_flight", "max_in_flight", "queued", "health_checks", "pid", "port"}``: ``in_flight`` is
     the number of requests being served now (holding a concurrency slot),
     ``max_in_flight`` the most at once since start or the last reset,
     ``queued`` the number waiting for a slot.
@@ -94,10 +99,14 @@ Paths
     zeroes ``connections_total``, ``requests_total`` (so also the next
     ``X-Request-Count``) and sets ``max_in_flight`` to the current
     ``in_flight``; answers 200 ``{}``. Connection ids keep counting.
+``/health``
+    the health status (200 unless set), body ``health``: for active health checks.
+``/__health?status=CODE``
+    sets the status ``/health`` answers from now on; answers 200 ``{}``.
 any other path
     the default response: 200, ``text/plain``, ``--body-size`` bytes.
 
-``/__stats`` and ``/__reset`` do not count as requests and ignore the query,
+``/__stats``, ``/__reset``, ``/health`` and ``/__health`` do not count as requests and ignore the query,
 latency and concurrency limit. The default response (an HTTP/1.1 keep-alive
 request other than ``HEAD``, without query, to any other path, with no process
 latency) is precomputed and written synchronously; any request that needs no
@@ -351,6 +360,10 @@ class Backend:
         self.in_flight = 0
         self.max_in_flight = 0
         self.queued = 0
+        self.health_status = 200
+        self.health_checks = 0
+        self.pending_health = b""
+        self.keepalive_timeout = 0.0
         self._active = 0
         self._waiters: collections.deque = collections.deque()
         self._bodies: dict = {}
@@ -431,6 +444,7 @@ class Backend:
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "queued": self.queued,
+            "health_checks": self.health_checks,
             "pid": os.getpid(),
             "port": self.port,
         }
@@ -444,8 +458,11 @@ class Backend:
 
 # ---------------------------------------------------------------- connections
 
-_DEFAULT, _ECHO, _STATS, _RESET, _BAD, _ERROR = range(6)
-_ROUTES = {b"/echo": _ECHO, b"/__stats": _STATS, b"/__reset": _RESET}
+_DEFAULT, _ECHO, _STATS, _RESET, _BAD, _ERROR, _HEALTH, _SET_HEALTH = range(8)
+_ROUTES = {b"/echo": _ECHO, b"/__stats": _STATS, b"/__reset": _RESET, b"/health": _HEALTH,
+           b"/__health": _SET_HEALTH}
+# Control routes: answered at once, not counted, no query options.
+_CONTROL = (_STATS, _RESET, _HEALTH, _SET_HEALTH)
 
 
 class _Request:
@@ -495,6 +512,22 @@ class _Conn(asyncio.Protocol):
         if sock is not None:
             with contextlib.suppress(OSError, AttributeError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.last_rx = time.monotonic()
+        if b.keepalive_timeout > 0:
+            asyncio.get_running_loop().call_later(b.keepalive_timeout, self._idle_check)
+
+    def _idle_check(self):
+        # --keepalive-timeout: close a connection with nothing in progress once no
+        # byte came for that long (the idle close every keep-alive client races).
+        if self.closed or self.done:
+            return
+        idle = time.monotonic() - self.last_rx
+        timeout = self.b.keepalive_timeout
+        if idle >= timeout and self.task is None and not self.queue:
+            self.done = self.ignore_input = True
+            self.transport.close()
+            return
+        asyncio.get_running_loop().call_later(max(timeout - idle, 0.01), self._idle_check)
 
     def connection_lost(self, exc):
         self.closed = self.done = self.ignore_input = True
@@ -505,6 +538,7 @@ class _Conn(asyncio.Protocol):
         self._wake_drain()
 
     def data_received(self, data):
+        self.last_rx = time.monotonic()
         if self.ignore_input:
             return
         try:
@@ -609,7 +643,10 @@ class _Conn(asyncio.Protocol):
             kind = _ECHO
         self.kind = kind
         self.error = None
-        if kind == _STATS or kind == _RESET:
+        if kind == _SET_HEALTH:
+            self.opts = _DEFAULT_OPTIONS
+            self.b.pending_health = query
+        elif kind in _CONTROL:
             self.opts = _DEFAULT_OPTIONS
         else:
             try:
@@ -669,7 +706,7 @@ class _Conn(asyncio.Protocol):
             r.body_len = self.body_len
             r.body_sha256 = self.hasher.hexdigest()
             r.body = b"".join(self.body_parts) if self.body_parts is not None else None
-        if kind != _STATS and kind != _RESET:
+        if kind not in _CONTROL:
             self.nreq += 1
             b.requests_total += 1
         r.conn_requests = self.nreq
@@ -681,7 +718,7 @@ class _Conn(asyncio.Protocol):
         if self.done:
             return
         if self.task is None and not self.queue:
-            if r.kind in (_STATS, _RESET, _BAD, _ERROR):
+            if r.kind in _CONTROL or r.kind in (_BAD, _ERROR):
                 self._write_simple(r)
                 return
             if self._serve_now(r):
@@ -698,7 +735,7 @@ class _Conn(asyncio.Protocol):
                 r = self.queue.popleft()
                 if self.reading_paused:
                     self._update_reading()
-                if r.kind in (_STATS, _RESET, _BAD, _ERROR):
+                if r.kind in _CONTROL or r.kind in (_BAD, _ERROR):
                     self._write_simple(r)
                 else:
                     await self._serve(r)
@@ -748,6 +785,16 @@ class _Conn(asyncio.Protocol):
         elif kind == _RESET:
             b.reset()
             status, body = 200, b"{}"
+        elif kind == _HEALTH:
+            b.health_checks += 1
+            status, body = b.health_status, b"health\n"
+        elif kind == _SET_HEALTH:
+            try:
+                b.health_status = _int("status", dict(parse_qsl(b.pending_health.decode("latin-1")))
+                                       .get("status", "200"), 200, 599)
+                status, body = 200, b"{}"
+            except ValueError as e:
+                status, body = 400, str(e).encode() + b"\n"
         elif kind == _BAD:
             status, body = 400, b"bad request\n"
         else:
@@ -947,6 +994,8 @@ def _build_argparser() -> argparse.ArgumentParser:
     p.add_argument("--body-size", type=int, default=100, help="response body bytes (default 100)")
     p.add_argument("--concurrency", type=int, default=0,
                    help="at most N requests served at once, others wait FIFO (default 0 = unlimited)")
+    p.add_argument("--keepalive-timeout", default="0",
+                   help="close a keep-alive connection idle this long, nginx time (default 0 = never)")
     p.add_argument("--quiet", action="store_true", help="print nothing but the listening line (the default anyway)")
     return p
 
@@ -964,6 +1013,10 @@ def main(argv=None) -> int:
     if args.concurrency < 0:
         p.error("--concurrency: must be >= 0")
     backend = Backend(latency=latency, body_size=args.body_size, concurrency=args.concurrency)
+    try:
+        backend.keepalive_timeout = parse_time(args.keepalive_timeout)
+    except ValueError as e:
+        p.error(f"--keepalive-timeout: {e}")
     coro = serve(args.host, args.port, backend, quiet=args.quiet)
     try:
         import uvloop

@@ -7,7 +7,7 @@ import pytest
 from fastgw.config import directives as D
 from fastgw.config.errors import ConfigError, ConfigErrors
 from fastgw.config.loader import load
-from fastgw.config.model import Config
+from fastgw.config.model import Config, HealthCheck
 
 # -- helpers -------------------------------------------------------------------------------------
 
@@ -206,6 +206,37 @@ VALID = [
     ("zone", "upstream", "zone backend 64k;", lambda c: c.http.upstreams["backend"].zone, "backend"),
     ("zone", "upstream", "zone shared;", lambda c: c.http.upstreams["backend"].zone, "shared"),
     ("priority", "http", "priority 15;", lambda c: settings(c).priority, 15),
+    ("proxy_next_upstream", "location", "", lambda c: settings(c).proxy_next_upstream,
+     frozenset({"error", "timeout"})),
+    ("proxy_next_upstream", "location", "proxy_next_upstream error http_503 non_idempotent;",
+     lambda c: settings(c).proxy_next_upstream, frozenset({"error", "http_503", "non_idempotent"})),
+    ("proxy_next_upstream", "http", "proxy_next_upstream off;",
+     lambda c: settings(c).proxy_next_upstream, frozenset()),
+    ("proxy_next_upstream_tries", "location", "",
+     lambda c: settings(c).proxy_next_upstream_tries, 0),
+    ("proxy_next_upstream_tries", "server", "proxy_next_upstream_tries 2;",
+     lambda c: settings(c).proxy_next_upstream_tries, 2),
+    ("proxy_next_upstream_timeout", "location", "proxy_next_upstream_timeout 1500ms;",
+     lambda c: settings(c).proxy_next_upstream_timeout, 1.5),
+    ("least_conn", "upstream", "least_conn;", lambda c: c.http.upstreams["backend"].balancer,
+     ("least_conn",)),
+    ("ip_hash", "upstream", "ip_hash;", lambda c: c.http.upstreams["backend"].balancer,
+     ("ip_hash",)),
+    ("hash", "upstream", "hash $request_uri consistent;",
+     lambda c: (c.http.upstreams["backend"].balancer[0], c.http.upstreams["backend"].balancer[2]),
+     ("hash", True)),
+    ("hash", "upstream", "hash $remote_addr;",
+     lambda c: c.http.upstreams["backend"].balancer[2], False),
+    ("random", "upstream", "random two;", lambda c: c.http.upstreams["backend"].balancer,
+     ("random", True)),
+    ("random", "upstream", "", lambda c: c.http.upstreams["backend"].balancer,
+     ("round_robin",)),
+    ("health_check", "upstream", "zone backend; health_check;",
+     lambda c: c.http.upstreams["backend"].health_check, HealthCheck()),
+    ("health_check", "upstream",
+     "zone backend; health_check interval=2s uri=/health fails=2 passes=3 match=200-204;",
+     lambda c: c.http.upstreams["backend"].health_check,
+     HealthCheck(2.0, "/health", 2, 3, (200, 204))),
 ]
 
 # Implemented directives whose forms have their own tests below.
@@ -263,6 +294,9 @@ def test_defaults(tmp_path):
         "proxy_connect_timeout": 60.0,
         "proxy_send_timeout": 60.0,
         "proxy_read_timeout": 60.0,
+        "proxy_next_upstream": frozenset({"error", "timeout"}),
+        "proxy_next_upstream_tries": 0,
+        "proxy_next_upstream_timeout": 0.0,
         "priority": 0,
         "limit_req": (),
         "limit_req_status": 429,
@@ -577,14 +611,53 @@ def test_upstream_with_no_servers(tmp_path):
                      tmp_path / "fastgw.conf", line_of(text, "# here"))
 
 
-@pytest.mark.parametrize("param", ["max_fails=3", "fail_timeout=10s", "backup", "down"])
-def test_upstream_server_parameters_not_supported_yet(tmp_path, param):
-    text = conf(upstream=f"server 127.0.0.1:9002 {param};  # here")
-    errors = errors_of(tmp_path, text)
-    assert len(errors) == 1
-    key = param.partition("=")[0]
-    assert errors[0].message.startswith(f'"server" parameter "{key}" is not supported yet')
-    assert (errors[0].file, errors[0].line) == (str(tmp_path / "fastgw.conf"), line_of(text, "# here"))
+def test_upstream_server_health_parameters(tmp_path):
+    config = load_text(tmp_path, conf(upstream="server 127.0.0.1:9002 max_fails=3 fail_timeout=30s;\n"
+                                               "server 127.0.0.1:9003 backup;\n"
+                                               "server 127.0.0.1:9004 down max_fails=0;"))
+    first, second, backup, down = config.http.upstreams["backend"].servers
+    assert (first.max_fails, first.fail_timeout, first.max_fails_set) == (1, 10.0, False)
+    assert (second.max_fails, second.fail_timeout, second.max_fails_set) == (3, 30.0, True)
+    assert (backup.backup, backup.down) == (True, False)
+    assert (down.down, down.max_fails) == (True, 0)
+
+
+def test_upstream_slow_start_is_refused(tmp_path):
+    text = conf(upstream="server 127.0.0.1:9002 slow_start=30s;  # here")
+    assert_one_error(errors_of(tmp_path, text),
+                     '"server" parameter "slow_start" is not supported by fastgw',
+                     tmp_path / "fastgw.conf", line_of(text, "# here"))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("least_conn;\nip_hash;  # here", 'load balancing method redefined by "ip_hash"'),
+    ("hash $uri;\nserver 127.0.0.1:9002 backup;  # here",
+     '"backup" cannot be used with "hash" balancing'),
+    ("health_check;  # here", '"health_check" in upstream "backend" needs a "zone"'),
+    ("zone backend; health_check interval=0;  # here", 'invalid interval "0"'),
+    ("zone backend; health_check match=600;  # here", 'invalid match "600"'),
+    ("zone backend; health_check uri=health;  # here", 'invalid uri "health"'),
+    ("zone backend; health_check fails=0;  # here", 'must be at least 1'),
+    ("hash $uri ring;  # here", 'invalid parameter "ring"'),
+    ("random three;  # here", 'invalid parameter "three"'),
+])
+def test_upstream_balancing_errors(tmp_path, text, message):
+    errors = errors_of(tmp_path, conf(upstream=text))
+    lines = [e for e in errors if message in e.message]
+    assert lines, [e.message for e in errors]
+    # "backup" with hash is reported on the upstream line; the others on theirs.
+    if "backup" not in message:
+        assert lines[0].line == line_of(conf(upstream=text), "# here")
+
+
+def test_proxy_next_upstream_errors(tmp_path):
+    text = conf(location="proxy_next_upstream error bogus;  # here")
+    assert_one_error(errors_of(tmp_path, text), 'invalid value "bogus" in "proxy_next_upstream" directive',
+                     tmp_path / "fastgw.conf", line_of(text, "# here"))
+    text = conf(location="proxy_next_upstream off error;  # here")
+    assert_one_error(errors_of(tmp_path, text),
+                     '"off" takes no other parameters in "proxy_next_upstream" directive',
+                     tmp_path / "fastgw.conf", line_of(text, "# here"))
 
 
 @pytest.mark.parametrize("param", ["weight=0", "weight=x", "weight=", "bogus", "weight=-1"])
@@ -671,7 +744,7 @@ def test_several_errors_are_all_reported(tmp_path):
         "    }",                                  # 15
         "    upstream backend {",                 # 16
         "        server 127.0.0.1:9001;",         # 17
-        "        server 127.0.0.1:9002 down;",     # 18
+        "        server 127.0.0.1:9002 slow_start=1s;",  # 18
         "    }",                                  # 19
         "}",                                      # 20
     ])
@@ -686,8 +759,7 @@ def test_several_errors_are_all_reported(tmp_path):
         (9, '"proxy_pass" directive is not allowed here'),
         (11, 'unknown directive "frobnicate"'),
         (12, 'invalid size "1q" in "client_max_body_size" directive'),
-        (18, '"server" parameter "down" is not supported yet by this version of fastgw '
-             '(planned in issue #6)'),
+        (18, '"server" parameter "slow_start" is not supported by fastgw'),
     ]
 
 
