@@ -61,12 +61,8 @@ def build_pools(config, loop):
     """
     pools = {}
     for index, (name, up) in enumerate(config.http.upstreams.items()):
-        single = len(up.servers) == 1
-        # nginx never takes a group's only server out on failures; fastgw does
-        # when its line sets max_fails (the circuit then opens for fail_timeout).
-        peers = [Peer(s.host, s.port, s.weight, s.address, i, s.max_conns,
-                      0 if single and not s.max_fails_set else s.max_fails, s.fail_timeout,
-                      s.backup, s.down)
+        peers = [Peer(s.host, s.port, s.weight, s.address, i, s.max_conns, up.max_fails(s),
+                      s.fail_timeout, s.backup, s.down)
                  for i, s in enumerate(up.servers)]
         pools[name] = UpstreamPool(name, make_balancer(peers, up.balancer), up.keepalive,
                                    up.keepalive_timeout,

@@ -9,8 +9,10 @@ peer of a zoned upstream), which a reload keeps when the upstreams are the same.
 
 import mmap
 import os
+import time
 
-from fastgw._core.counters import CUMULATIVE, UPSTREAM_CUMULATIVE, Stats, region_size, zone_size
+from fastgw._core.counters import (CUMULATIVE, P_CHECKED_CELL, P_FAILS_CELL, P_HC_DOWN_CELL,
+                                   UPSTREAM_CUMULATIVE, Stats, region_size, zone_size)
 from fastgw._core.limits import LimitTable
 
 # Control cells of a generation's counters (int64): a sequence number, odd while
@@ -59,6 +61,10 @@ class Zones:
         self.upstreams = list(config.http.upstreams)
         self.peers = [[s.address for s in config.http.upstreams[name].servers]
                       for name in self.upstreams]
+        # (down, max_fails, fail_timeout ms) per peer: to tell a peer's state from its cells.
+        self.peer_health = [[(s.down, up.max_fails(s), int(s.fail_timeout * 1000))
+                             for s in up.servers]
+                            for up in (config.http.upstreams[name] for name in self.upstreams)]
         nbytes = region_size(self.workers + 1, [len(p) for p in self.peers])
         self.stats_region = _region(nbytes)
         self.ctl_region = _region(16)
@@ -178,6 +184,24 @@ class Zones:
             if self.ctl[SEQ] == seq and (prev is None or prev.ctl[SEQ] == pseq):
                 return snap
         return snap if snap is not None else self.view().snapshot()
+
+    def peer_states(self, upstream):
+        """Each peer's state of a zoned upstream (index): "up", "failed" (max_fails, within
+        fail_timeout), "unhealthy" (active check) or "down" (configured)."""
+        view = self.view()
+        now_ms = time.monotonic() * 1000  # CLOCK_MONOTONIC, as the balancer's timestamps
+        out = []
+        for i, (down, max_fails, fail_timeout_ms) in enumerate(self.peer_health[upstream]):
+            cells = view.peer_cells(upstream, i)
+            if down:
+                out.append("down")
+            elif cells[P_HC_DOWN_CELL]:
+                out.append("unhealthy")
+            elif max_fails and cells[P_FAILS_CELL] >= max_fails and now_ms - cells[P_CHECKED_CELL] <= fail_timeout_ms:
+                out.append("failed")
+            else:
+                out.append("up")
+        return out
 
     def upstream_index(self, name):
         return self.upstreams.index(name)

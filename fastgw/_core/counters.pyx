@@ -47,6 +47,8 @@ def zone_size(int peers):
 
 
 PEER_CELL_COUNT = PEER_CELLS
+# A peer's cells, for readers in Python (fastgw.shm).
+P_ACTIVE_CELL, P_FAILS_CELL, P_CHECKED_CELL, P_HC_DOWN_CELL = P_ACTIVE, P_FAILS, P_CHECKED, P_HC_DOWN
 
 
 cdef class Stats:

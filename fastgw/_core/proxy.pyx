@@ -2245,7 +2245,7 @@ cdef class UpstreamConn:
         cdef Downstream ds = self.ds
         cdef bint reuse
         self.rt.stats.observe(self.pool.index, self.loop.time() - self.started)
-        self._account(r, not self.status_failed)
+        self._account(r, ds, not self.status_failed)
         self._detach()
         if self.reading_paused and self.transport is not None:
             self.reading_paused = False
@@ -2278,7 +2278,7 @@ cdef class UpstreamConn:
         self.ds = None
         self.sending = False
 
-    cdef _account(self, Request r, bint ok):
+    cdef _account(self, Request r, Downstream ds, bint ok):
         """Passive health (max_fails): the outcome of this try on the peer."""
         if ok:
             self.pool.balancer.succeeded(self.peer)
@@ -2287,8 +2287,8 @@ cdef class UpstreamConn:
             if log.enabled("warn"):
                 log.log("warn", f"upstream server temporarily disabled for "
                                 f"{self.peer.fail_timeout:g}s after {self.peer.max_fails} failed "
-                                f"attempts", conn=self.ds.conn_id,
-                        client=self.ds.remote_addr.decode(),
+                                f"attempts", conn=ds.conn_id,
+                        client=ds.remote_addr.decode(),
                         upstream=f"http://{self.peer.address}",
                         host=(r.host or b"").decode("latin-1"))
 
@@ -2299,7 +2299,7 @@ cdef class UpstreamConn:
         cdef Peer nxt = self.retry_peer
         cdef UpstreamPool pool = self.pool
         self.retry_peer = None
-        self._account(r, not self.status_failed)
+        self._account(r, ds, not self.status_failed)
         self._detach()
         self.close()
         ds._resend(r, pool, nxt)
@@ -2338,7 +2338,7 @@ cdef class UpstreamConn:
             conn.attach(ds, r)
             conn.connect()
             return
-        self._account(r, False)
+        self._account(r, ds, False)
         log = r.location.error_log
         if log.enabled("error"):
             log.log("error", message, conn=ds.conn_id, client=ds.remote_addr.decode(),

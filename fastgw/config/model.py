@@ -108,6 +108,13 @@ class Upstream:
     balancer: tuple = ("round_robin",)
     health_check: object = None
 
+    def max_fails(self, server):
+        """The max_fails that applies to ``server``: nginx never takes a group's only server
+        out on failures; fastgw does when the server's line sets max_fails."""
+        if len(self.servers) == 1 and not server.max_fails_set:
+            return 0
+        return server.max_fails
+
 
 @dataclass(frozen=True)
 class HealthCheck:

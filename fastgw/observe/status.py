@@ -27,6 +27,8 @@ def stub_status(snapshot):
         f"Reading: {s['reading']} Writing: {s['writing']} Waiting: {s['waiting']} \n"
     ).encode()
 
+PEER_STATES = ("up", "failed", "unhealthy", "down")
+
 
 class _Collector:
     def __init__(self, stats, zones):
@@ -77,6 +79,16 @@ class _Collector:
         yield depth
         yield active
         yield hist
+        state = GaugeMetricFamily("fastgw_upstream_peer_state",
+                                  "1 for a peer's current state (up, failed: max_fails within "
+                                  "fail_timeout, unhealthy: active health check, down: "
+                                  "configured); upstreams with a zone only.",
+                                  labels=["upstream", "peer", "state"])
+        for u in self.zones.zoned:
+            for peer, now in zip(self.zones.peers[u], self.zones.peer_states(u)):
+                for name in PEER_STATES:
+                    state.add_metric([self.zones.upstreams[u], peer, name], 1 if now == name else 0)
+        yield state
         up = GaugeMetricFamily("fastgw_worker_up", "1 while the worker slot has a live worker.",
                                labels=["worker"])
         now_ms = time.time() * 1000
