@@ -197,6 +197,27 @@ def test_post_is_not_retried_by_default_but_get_is(gateway, make_backend):
     assert backend_stats(a)["requests_total"] + backend_stats(b)["requests_total"] == 2
 
 
+def test_a_body_that_was_not_kept_is_never_resent(gateway, make_backend):
+    a, b = make_backend(), make_backend()
+    gw = gateway(conf(f"server 127.0.0.1:{a} max_fails=0; server 127.0.0.1:{b} max_fails=0;",
+                      "proxy_next_upstream error timeout non_idempotent;"))
+    for p in (a, b):
+        reset(p)
+    # 200 KiB streams through: more than the 64 KiB kept for a retry.
+    assert request(gw.port, "/?drop=1", "PUT", b"y" * 200_000)[0] == 502
+    assert backend_stats(a)["requests_total"] + backend_stats(b)["requests_total"] == 1
+
+
+def test_proxy_next_upstream_tries_bounds_the_attempts(gateway, make_backend):
+    ports = [make_backend() for _ in range(3)]
+    servers = " ".join(f"server 127.0.0.1:{p} max_fails=0;" for p in ports)
+    gw = gateway(conf(servers, "proxy_next_upstream_tries 2;"))
+    for p in ports:
+        reset(p)
+    assert request(gw.port, "/?drop=1")[0] == 502
+    assert sum(backend_stats(p)["requests_total"] for p in ports) == 2
+
+
 def test_http_503_retry_goes_to_the_other_peer_with_the_body(gateway, make_backend):
     a, b = make_backend(), make_backend()
     gw = gateway(conf(f"server 127.0.0.1:{a}; server 127.0.0.1:{b}; keepalive 8;",
