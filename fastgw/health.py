@@ -34,6 +34,9 @@ async def probe(host, port, uri, timeout, match):
         return False, f"timed out after {timeout:g}s"
     except OSError as exc:
         return False, f"{exc.strerror or exc} ({exc.errno})" if exc.errno else str(exc)
+    except (ValueError, asyncio.IncompleteReadError) as exc:
+        # A status line longer than the stream's 64 KiB limit, or a broken one.
+        return False, f"invalid response ({exc.__class__.__name__})"
     finally:
         for writer in conn:
             writer.close()
@@ -95,7 +98,15 @@ class HealthChecks:
         peers = [p for p in pool.balancer.peers if not p.down]
         while True:
             started = self.loop.time()
-            await asyncio.gather(*(self._check(name, peer, spec, timeout) for peer in peers))
+            results = await asyncio.gather(*(self._check(name, peer, spec, timeout)
+                                             for peer in peers), return_exceptions=True)
+            for peer, result in zip(peers, results):
+                # A bug must not end the checks of the whole upstream: count it as a
+                # failed check and say so.
+                if isinstance(result, Exception):
+                    peer.health_report(False, spec.fails, spec.passes)
+                    self.error_log.log("alert", f'health check of peer {peer.address} of '
+                                                f'upstream "{name}" failed: {result!r}')
             await asyncio.sleep(max(0.0, spec.interval - (self.loop.time() - started)))
 
     async def _check(self, name, peer, spec, timeout):

@@ -62,7 +62,7 @@ def build_pools(config, loop):
     pools = {}
     for index, (name, up) in enumerate(config.http.upstreams.items()):
         peers = [Peer(s.host, s.port, s.weight, s.address, i, s.max_conns, up.max_fails(s),
-                      s.fail_timeout, s.backup, s.down)
+                      s.fail_timeout, s.backup, s.down, up.health_check is not None)
                  for i, s in enumerate(up.servers)]
         pools[name] = UpstreamPool(name, make_balancer(peers, up.balancer), up.keepalive,
                                    up.keepalive_timeout,

@@ -61,8 +61,9 @@ class Zones:
         self.upstreams = list(config.http.upstreams)
         self.peers = [[s.address for s in config.http.upstreams[name].servers]
                       for name in self.upstreams]
-        # (down, max_fails, fail_timeout ms) per peer: to tell a peer's state from its cells.
-        self.peer_health = [[(s.down, up.max_fails(s), int(s.fail_timeout * 1000))
+        # (down, checked, max_fails, fail_timeout ms) per peer: to tell its state from its cells.
+        self.peer_health = [[(s.down, up.health_check is not None, up.max_fails(s),
+                              int(s.fail_timeout * 1000))
                              for s in up.servers]
                             for up in (config.http.upstreams[name] for name in self.upstreams)]
         nbytes = region_size(self.workers + 1, [len(p) for p in self.peers])
@@ -191,11 +192,11 @@ class Zones:
         view = self.view()
         now_ms = time.monotonic() * 1000  # CLOCK_MONOTONIC, as the balancer's timestamps
         out = []
-        for i, (down, max_fails, fail_timeout_ms) in enumerate(self.peer_health[upstream]):
+        for i, (down, checked, max_fails, fail_timeout_ms) in enumerate(self.peer_health[upstream]):
             cells = view.peer_cells(upstream, i)
             if down:
                 out.append("down")
-            elif cells[P_HC_DOWN_CELL]:
+            elif checked and cells[P_HC_DOWN_CELL]:
                 out.append("unhealthy")
             elif max_fails and cells[P_FAILS_CELL] >= max_fails and now_ms - cells[P_CHECKED_CELL] <= fail_timeout_ms:
                 out.append("failed")

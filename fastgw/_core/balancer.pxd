@@ -23,6 +23,8 @@ cdef class Peer:
     cdef int64_t fail_timeout_ms
     cdef public bint backup
     cdef public bint down
+    # The upstream has a health_check: the check's verdict applies.
+    cdef public bint checked
     cdef public str address
     cdef public int index
     cdef public int current_weight

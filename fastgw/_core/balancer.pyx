@@ -90,12 +90,13 @@ cdef class Peer:
     ``host`` is an IP literal, ``port`` an int, ``weight`` >= 1, ``address``
     the ``host:port`` text logged as ``$upstream_addr``, ``index`` its place
     in the upstream (and in the zone). ``max_conns`` 0 is unbounded;
-    ``max_fails`` 0 never takes the peer out; ``fail_timeout`` in seconds.
+    ``max_fails`` 0 never takes the peer out; ``fail_timeout`` in seconds;
+    ``checked``: the upstream has active health checks (their verdict applies).
     """
 
     def __init__(self, str host, int port, int weight=1, str address=None, int index=0,
                  int max_conns=0, int max_fails=1, double fail_timeout=10.0, bint backup=False,
-                 bint down=False):
+                 bint down=False, bint checked=True):
         cdef int i
         self.host = host
         self.port = port
@@ -106,6 +107,7 @@ cdef class Peer:
         self.fail_timeout_ms = <int64_t>(fail_timeout * 1000)
         self.backup = backup
         self.down = down
+        self.checked = checked
         self.address = address or f"{host}:{port}"
         self.index = index
         self.current_weight = 0
@@ -143,7 +145,7 @@ cdef class Peer:
         within fail_timeout) or ``"up"``."""
         if self.down:
             return "down"
-        if fg_atomic_load(self.cells + P_HC_DOWN):
+        if self.checked and fg_atomic_load(self.cells + P_HC_DOWN):
             return "unhealthy"
         if (self.max_fails > 0 and fg_atomic_load(self.cells + P_FAILS) >= self.max_fails
                 and _now_ms() - fg_atomic_load(self.cells + P_CHECKED) <= self.fail_timeout_ms):
@@ -187,7 +189,8 @@ cdef inline int _state(Peer p, object tried, int64_t* now):
     cdef int64_t* c = p.cells
     if tried is not None and p.index in tried:
         return TRIED
-    if p.down or fg_atomic_load(c + P_HC_DOWN):
+    if p.down or (p.checked and fg_atomic_load(c + P_HC_DOWN)):
+        # (A verdict left in the zone by checks that a reload removed is ignored.)
         return OUT
     if p.max_fails > 0 and fg_atomic_load(c + P_FAILS) >= p.max_fails:
         if now[0] == 0:

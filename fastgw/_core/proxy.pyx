@@ -1224,12 +1224,12 @@ cdef class Downstream:
         write, skipped = pool.live_throttle.allow(now) if pool.live_throttle is not None else (True, 0)
         log = r.location.error_log
         if write and log.enabled("error"):
-            more = f" ({skipped} more in the last second)" if skipped else ""
+            more = f" ({skipped} more since the last such line)" if skipped else ""
             log.log("error", f'no live upstreams while connecting to upstream{more}',
                     conn=self.conn_id, client=self.remote_addr.decode(),
                     server=(r.server.name or b"").decode("latin-1") if r.server else "",
                     request=(r.request_line or b"").decode("latin-1"),
-                    upstream=f"http://{pool.name}{(r.url or b'').decode('latin-1')}",
+                    upstream=f"http://{pool.name}{_upstream_uri(r, r.location).decode('latin-1')}",
                     host=(r.host or b"").decode("latin-1"))
         r.overload = "no_live_upstreams"
         self.rt.stats.rejected(R_NO_LIVE_UPSTREAMS)
@@ -1901,7 +1901,7 @@ cdef class UpstreamConn:
                     conn_tokens = set()
                 for token in (<bytes>h[1]).lower().split(b","):
                     conn_tokens.add(token.strip())
-        uri = self._uri(r, loc)
+        uri = _upstream_uri(r, loc)
         out.append(r.method + b" " + uri + (b" HTTP/1.0\r\n" if loc.upstream_http10 else b" HTTP/1.1\r\n"))
         # proxy_set_header fields first (Host leads, as nginx sends it), then the client's.
         for h in loc.set_headers:
@@ -1928,27 +1928,6 @@ cdef class UpstreamConn:
             out.append(b"Connection: close\r\n")
         out.append(CRLF)
         return b"".join(out)
-
-    cdef bytes _uri(self, Request r, Location loc):
-        cdef bytes rest, path
-        if loc.uri is None:
-            return r.url
-        # proxy_pass with a URI part: the matched prefix is replaced (nginx).
-        if loc.exact:
-            path = loc.uri
-        elif r.uri.startswith(loc.prefix):
-            rest = r.uri[len(loc.prefix):]
-            path = loc.uri + rest
-        else:
-            path = loc.uri
-        path = _quote_path(path)
-        if loc.uri_args is not None:
-            # proxy_pass http://app/echo?x=1: the directive's arguments, then the
-            # request's (nginx would append a second "?").
-            return path + b"?" + loc.uri_args + (b"&" + r.args if r.args else b"")
-        if r.args is not None:
-            return path + b"?" + r.args
-        return path
 
     cdef _frame(self, list out, bytes chunk):
         if self.body_chunked:
@@ -2060,10 +2039,11 @@ cdef class UpstreamConn:
             self.resp_keep = False
             self._complete()
             return
+        phase = "reading upstream" if self.head_sent else "reading response header from upstream"
         if exc is not None:
-            message = f"recv() failed ({getattr(exc, 'errno', 0)}: {getattr(exc, 'strerror', exc)}) while reading response header from upstream"
+            message = f"recv() failed ({getattr(exc, 'errno', 0)}: {getattr(exc, 'strerror', exc)}) while {phase}"
         else:
-            message = "upstream prematurely closed connection while reading response header from upstream"
+            message = f"upstream prematurely closed connection while {phase}"
         self._fail(502, message, True)
 
     def pause_writing(self):
@@ -2344,7 +2324,7 @@ cdef class UpstreamConn:
             log.log("error", message, conn=ds.conn_id, client=ds.remote_addr.decode(),
                     server=(r.server.name or b"").decode("latin-1") if r.server else "",
                     request=(r.request_line or b"").decode("latin-1"),
-                    upstream=f"http://{self.peer.address}{(r.url or b'').decode('latin-1')}",
+                    upstream=f"http://{self.peer.address}{_upstream_uri(r, r.location).decode('latin-1')}",
                     host=(r.host or b"").decode("latin-1"))
         if not self.head_sent:
             nxt = ds._next_peer(r, pool, self.peer, condition, sent)
@@ -2362,6 +2342,10 @@ cdef class UpstreamConn:
     cdef abort_from_client(self):
         """The client went away or sent garbage: drop this connection, never pool it."""
         cdef bint had = self.req is not None
+        if had:
+            # Not the peer's fault: as nginx frees the peer with no failure, which
+            # also ends a half-open trial well.
+            self.pool.balancer.succeeded(self.peer)
         self._detach()
         self.close()
         if had:
@@ -2605,6 +2589,29 @@ cdef inline bint _bytes_waiting(Downstream ds):
 
 cdef inline bint _peer_gone(Downstream ds):
     return _peek(ds) == -1
+
+
+cdef bytes _upstream_uri(Request r, Location loc):
+    """The request target sent upstream: proxy_pass's URI part replaces the matched prefix."""
+    cdef bytes rest, path
+    if loc.uri is None:
+        return r.url
+    # proxy_pass with a URI part: the matched prefix is replaced (nginx).
+    if loc.exact:
+        path = loc.uri
+    elif r.uri.startswith(loc.prefix):
+        rest = r.uri[len(loc.prefix):]
+        path = loc.uri + rest
+    else:
+        path = loc.uri
+    path = _quote_path(path)
+    if loc.uri_args is not None:
+        # proxy_pass http://app/echo?x=1: the directive's arguments, then the
+        # request's (nginx would append a second "?").
+        return path + b"?" + loc.uri_args + (b"&" + r.args if r.args else b"")
+    if r.args is not None:
+        return path + b"?" + r.args
+    return path
 
 
 cdef bytes _UNRESERVED = (b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"

@@ -367,9 +367,15 @@ DIRECTIVES = [
     # -- http ------------------------------------------------------------------------------
     Directive("upstream", frozenset({HTTP}), (1, 1), "A named group of upstream servers.", block=True),
     Directive("server", frozenset({HTTP, UPSTREAM}), (0, None),
-              "In http: a virtual server. In upstream: `server ADDR [weight=N] [max_conns=N]`, a "
-              "peer; `max_conns` bounds the requests this worker has in flight to it (0: no "
-              "bound), the rest wait in the upstream's `queue`.",
+              "In http: a virtual server. In upstream: `server ADDR [weight=N] [max_conns=N] "
+              "[max_fails=N] [fail_timeout=T] [backup] [down]`, a peer (a host name is resolved "
+              "at start and at each reload, every address a peer). `max_conns` bounds its "
+              "requests in flight (per worker, or across workers with a `zone`; 0: no bound), "
+              "the rest wait in the upstream's `queue`. `max_fails` (default 1; 0: never) failed "
+              "attempts within `fail_timeout` (default 10s) take it out for `fail_timeout`, then "
+              "one request tries it (nginx; fastgw also applies it to a group's only server "
+              "when its line sets `max_fails`). `backup`: used only when no primary peer can "
+              "serve (round robin and least_conn). `down`: never used.",
               block=True),
     _planned("map", {HTTP}, (2, 2), "#8", "Map one variable's value to another."),
     Directive("limit_req_zone", frozenset({HTTP}), (2, 6),
@@ -528,9 +534,10 @@ DIRECTIVES = [
               "`keepalive_requests` in upstream: most requests sent over one upstream connection.",
               _INT, default="1000"),
     Directive("zone", frozenset({UPSTREAM}), (1, 2),
-              "`zone NAME [SIZE]`: the upstream's `max_conns` counts are shared by all workers "
-              "(atomic counters in shared memory); a slot freed in one worker wakes the others "
-              "that have requests queued. SIZE is accepted for nginx compatibility; fastgw sizes "
+              "`zone NAME [SIZE]`: the upstream's peer state is shared by all workers (atomic "
+              "cells in shared memory: requests in flight for `max_conns` and `least_conn`, "
+              "failures for `max_fails`, the `health_check` verdict); a slot freed in one "
+              "worker wakes the others that have requests queued. SIZE is accepted for nginx compatibility; fastgw sizes "
               "the zone itself.", _zone),
     Directive("queue", frozenset({UPSTREAM}), (1, 2),
               "`queue N [timeout=T]` (NGINX Plus syntax): when every peer is at `max_conns`, up "

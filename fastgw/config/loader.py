@@ -73,6 +73,8 @@ def _read_ok(path):
 
 
 BALANCERS = ("least_conn", "ip_hash", "hash", "random")
+# Stands for an upstream block that had errors (never part of a loaded Config).
+FAILED = Upstream(name="", servers=())
 
 
 class _Builder:
@@ -203,6 +205,8 @@ class _Builder:
                     continue
                 up = self.build_upstream(b)
                 if up is not None:
+                    # (FAILED too: the file is refused anyway, and proxy_pass to it is
+                    # then not also reported as an unknown host.)
                     upstreams[name] = up
         http_level = dict(values)
         http_level.setdefault("error_log", main_error_log)
@@ -278,21 +282,24 @@ class _Builder:
     def build_upstream(self, node):
         values, blocks = self.collect(node.block or [], D.UPSTREAM)
         servers = []
+        before = len(self.errors)
         for b in blocks:
             if b.name == "server":
                 servers.extend(self.upstream_server(b))
             else:
                 self.err(b, f'"{b.name}" directive is not allowed here')
         if not servers:
-            self.err(node, f'no servers are inside upstream "{node.args[0]}"')
-            return None
+            if len(self.errors) == before:
+                self.err(node, f'no servers are inside upstream "{node.args[0]}"')
+            # Known by name all the same: its proxy_pass lines need no second error.
+            return FAILED
         queue, queue_timeout = values.get("queue", (0, 60.0))
         methods = [n for n in node.block or [] if n.name in BALANCERS]
         for extra in methods[1:]:
             self.err(extra, f'load balancing method redefined by "{extra.name}"')
         balancer = values.get(methods[0].name) if methods else ("round_robin",)
         if balancer is None:
-            return None  # its arguments were refused (error already recorded)
+            return FAILED  # its arguments were refused (error already recorded)
         if balancer[0] in ("hash", "ip_hash", "random") and any(s.backup for s in servers):
             # nginx refuses it too: a hash or random pick has no notion of "primary first".
             self.err(node, f'"backup" cannot be used with "{methods[0].name}" balancing')
@@ -301,9 +308,9 @@ class _Builder:
             hc = next(n for n in node.block if n.name == "health_check")
             self.err(hc, f'"health_check" in upstream "{node.args[0]}" needs a "zone" (the '
                          f'checks run in one worker and every worker must see the result)')
-        if all(s.down or s.backup for s in servers):
-            self.err(node, f'no usable servers in upstream "{node.args[0]}" (all are down or '
-                           f'backup)')
+        if all(s.backup for s in servers):
+            # (All `down` is accepted, as nginx: every request gets 502, no live upstreams.)
+            self.err(node, f'no servers but backup ones in upstream "{node.args[0]}"')
         return Upstream(
             name=node.args[0],
             servers=tuple(servers),

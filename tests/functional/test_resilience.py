@@ -4,6 +4,9 @@ circuit breaking, retries and timeouts (issue 6)."""
 import http.client
 import json
 import re
+import signal
+import socket
+import threading
 import time
 from collections import Counter
 
@@ -281,3 +284,81 @@ def test_active_check_takes_out_an_unhealthy_peer_and_brings_it_back(gateway, ma
     request(b, "/__health?status=200")
     wait_until(lambda: "healthy again" in gw.error_log(), timeout=5, message="the peer to return")
     assert b in set(served_by(gw.port, 10))
+
+
+def garbage_peer(stop):
+    """A peer that answers every connection with 70 000 bytes and no line end; its port."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    srv.settimeout(0.2)
+
+    def run():
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                continue
+            with c:
+                c.settimeout(1)
+                try:
+                    c.recv(4096)
+                    c.sendall(b"A" * 70000)
+                except OSError:
+                    pass
+        srv.close()
+
+    threading.Thread(target=run, daemon=True).start()
+    return srv.getsockname()[1]
+
+
+def test_a_garbage_health_answer_fails_the_check_and_checks_go_on(gateway, backend):
+    stop = threading.Event()
+    try:
+        evil = garbage_peer(stop)
+        gw = gateway(conf(f"zone app; server 127.0.0.1:{backend}; server 127.0.0.1:{evil}; "
+                          f"health_check interval=200ms uri=/health;"))
+        wait_until(lambda: f"peer 127.0.0.1:{evil} of upstream" in gw.error_log(), timeout=5,
+                   message="the garbage peer to go out")
+        assert "invalid response" in gw.error_log()
+        # The checks of the other peer go on: it goes out and comes back.
+        request(backend, "/__health?status=503")
+        wait_until(lambda: f"peer 127.0.0.1:{backend} of upstream" in gw.error_log(), timeout=5,
+                   message="the backend to go out")
+        request(backend, "/__health?status=200")
+        wait_until(lambda: "healthy again" in gw.error_log(), timeout=5,
+                   message="the backend to come back")
+    finally:
+        stop.set()
+
+
+def test_a_reload_that_removes_health_check_ignores_its_verdict(gateway, make_backend):
+    a, b = make_backend(), make_backend()
+    peers = f"zone app; server 127.0.0.1:{a}; server 127.0.0.1:{b}; keepalive 8;"
+    gw = gateway(conf(peers + " health_check interval=100ms uri=/health;"))
+    request(b, "/__health?status=503")
+    wait_until(lambda: "is unhealthy" in gw.error_log(), timeout=5, message="b to go out")
+    with open(gw.conf_path, "w") as fh:
+        fh.write(conf(peers).replace("{port}", str(gw.port)))
+    gw.kill(signal.SIGHUP)
+    wait_until(lambda: "reconfigured" in gw.error_log(), timeout=10, message="the reload")
+    # b still answers 503 on /health, but nothing checks it any more: it serves.
+    wait_until(lambda: b in served_by(gw.port, 4), timeout=5, message="b to serve again")
+    assert metric(gw, "fastgw_upstream_peer_state", upstream="app", peer=f"127.0.0.1:{b}",
+                  state="up") == 1
+
+
+def test_error_lines_name_the_rewritten_upstream_uri(gateway):
+    dead = free_port()
+    gw = gateway(conf(f"server 127.0.0.1:{dead};").replace(
+        "location = /metrics", "location /api/ { proxy_pass http://app/v1/; }\n"
+                               "                location = /metrics"))
+    assert request(gw.port, "/api/items?x=1")[0] == 502
+    assert f'upstream: "http://127.0.0.1:{dead}/v1/items?x=1"' in gw.error_log()
+
+
+def test_an_upstream_whose_servers_are_all_down_answers_502_at_once(gateway):
+    gw = gateway(conf("server 127.0.0.1:9 down; server 127.0.0.1:10 down;"))
+    status, _, _, elapsed = request(gw.port, "/")
+    assert status == 502 and elapsed < 0.5
+    assert "no live upstreams" in gw.error_log() and "connect() failed" not in gw.error_log()

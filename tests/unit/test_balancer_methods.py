@@ -276,3 +276,10 @@ def test_zone_shares_failures_and_gives_the_trial_to_one_worker():
     ps1[1].health_report(False, 1, 1)
     assert ps0[1].state() == "unhealthy"
     assert ps0[0].in_flight + ps0[1].in_flight == ps1[0].in_flight + ps1[1].in_flight
+
+
+def test_a_verdict_is_ignored_without_health_checks():
+    p = Peer("10.0.0.1", 80, checked=False)
+    p.health_report(False, 1, 1)  # a verdict left in the zone by a removed check
+    assert p.state() == "up"
+    assert RoundRobin([p]).next_peer() is p

@@ -650,6 +650,22 @@ def test_upstream_balancing_errors(tmp_path, text, message):
         assert lines[0].line == line_of(conf(upstream=text), "# here")
 
 
+def test_all_down_is_accepted_all_backup_is_not(tmp_path):
+    config = load_text(tmp_path, conf(upstream="server 127.0.0.1:9002 down;").replace(
+        "server 127.0.0.1:9001;", "server 127.0.0.1:9001 down;"))
+    assert all(s.down for s in config.http.upstreams["backend"].servers)
+    text = conf(http="upstream spare {  # here\n    server 127.0.0.1:9003 backup;\n}")
+    assert_one_error(errors_of(tmp_path, text), 'no servers but backup ones in upstream "spare"',
+                     tmp_path / "fastgw.conf", line_of(text, "# here"))
+
+
+def test_a_bad_server_line_is_the_only_error(tmp_path):
+    text = conf(http="upstream other {\n    server 127.0.0.1:9003 max_fails=-1;  # here\n}",
+                tail="location /o { proxy_pass http://other; }")
+    assert_one_error(errors_of(tmp_path, text), 'invalid parameter "max_fails=-1"',
+                     tmp_path / "fastgw.conf", line_of(text, "# here"))
+
+
 def test_proxy_next_upstream_errors(tmp_path):
     text = conf(location="proxy_next_upstream error bogus;  # here")
     assert_one_error(errors_of(tmp_path, text), 'invalid value "bogus" in "proxy_next_upstream" directive',
