@@ -20,6 +20,8 @@ from fastgw.observe.error_log import Throttle
 # framing fastgw redoes itself, and Expect (fastgw answers 100-continue itself).
 NOT_FORWARDED = frozenset(HOP_BY_HOP | {b"content-length", b"expect"})
 DEFAULT_HOST = ("Host", compile_template("$proxy_host"))
+# log_format escape= modes as the proxy's render_log numbers them.
+ESCAPES = {"default": 0, "json": 1, "none": 2}
 # Runtime.pages keys of the status pages a location can serve.
 PAGES = {"stub_status": 1, "metrics": 2}
 
@@ -27,8 +29,19 @@ PAGES = {"stub_status": 1, "metrics": 2}
 class AccessLogs:
     """One AccessLog per path in a process, whatever the number of locations naming it."""
 
-    def __init__(self):
+    def __init__(self, formats=None):
         self.files = {}
+        self.formats = formats or {}
+
+    def entry(self, path, fmt, buffer, flush, cond):
+        """A location's access_log: ``(AccessLog, format parts or None for combined, escape
+        mode, if= parts or None)``, as the proxy's _log_request reads it."""
+        log = self.get(path, buffer, flush)
+        cond_parts = cond.parts if cond is not None else None
+        if fmt == "combined":
+            return (log, None, 0, cond_parts)
+        spec = self.formats[fmt]
+        return (log, spec.template.parts, ESCAPES[spec.escape], cond_parts)
 
     def get(self, path, buffer, flush):
         log = self.files.get(path)
@@ -145,7 +158,8 @@ def _location(kind, settings, logs, access_logs, conf=None, tables=None):
         (name.encode("ascii"), tmpl.parts, tmpl.static, always)
         for name, tmpl, always in s.add_header
     )
-    loc.access_logs = [access_logs.get(path, buffer, flush) for path, _fmt, buffer, flush in s.access_log]
+    loc.access_logs = [access_logs.entry(path, fmt, buffer, flush, cond)
+                       for path, fmt, buffer, flush, cond in s.access_log]
     loc.error_log = logs.get(*s.error_log)
     set_headers = list(s.proxy_set_header)
     if not any(name.lower() == "host" for name, _ in set_headers):

@@ -65,7 +65,7 @@ class Worker:
         self.listeners = []
         self.pools = {}
         self.logs = Logs()
-        self.access_logs = runtime.AccessLogs()
+        self.access_logs = runtime.AccessLogs(config.http.log_formats)
         self.stopping = False
         self.exit_code = 0
         self.health = None

@@ -130,6 +130,9 @@ cdef class Request:
     cdef public long body_buffered
     cdef public object upstream
     cdef public str upstream_addr
+    # One [address (bytes), status, connect s, header s, response s] per peer tried
+    # ($upstream_*; -1: not reached); None when no upstream was tried.
+    cdef public list upstream_tries
     cdef public int upstream_status
     cdef public int error_status
     cdef public bytes referer

@@ -49,7 +49,7 @@ from libc.stdint cimport int32_t, int64_t, uint64_t
 from fastgw._core.router cimport Router, VirtualHosts, normalize_path, normalize_host
 
 from fastgw.config import variables as V
-from fastgw.observe.access_log import combined
+from fastgw.observe.access_log import TIME_ISO8601, TIME_LOCAL, combined, log_value
 from fastgw.observe.error_log import Throttle
 
 cdef enum:
@@ -344,7 +344,60 @@ cdef bytes variable(int code, bytes arg, Request r, Downstream ds):
     if code == V.COOKIE:
         value = _cookie(r, arg)
         return value if value is not None else b""
+    if code == V.STATUS:
+        return b"%03d" % (r.status or r.error_status)
+    if code == V.BODY_BYTES_SENT:
+        return b"%d" % (r.bytes_sent - r.head_bytes_sent)
+    if code == V.BYTES_SENT:
+        return b"%d" % r.bytes_sent
+    if code == V.REQUEST_TIME:
+        return b"%.3f" % (ds.loop.time() - r.start)
+    if code == V.REQUEST_LENGTH:
+        return b"%d" % (r.head_size + r.body_received)
+    if code == V.QUEUE_TIME:
+        return b"%.3f" % r.queue_time
+    if code == V.TIME_LOCAL:
+        return TIME_LOCAL.get(time.time())
+    if code == V.TIME_ISO8601:
+        return TIME_ISO8601.get(time.time())
+    if code == V.REMOTE_USER:
+        return b""
+    if code >= V.UPSTREAM_ADDR and code <= V.UPSTREAM_RESPONSE_TIME:
+        return _upstream_variable(code, r.upstream_tries)
     return b""
+
+
+cdef bytes _upstream_variable(int code, list tries):
+    """$upstream_addr, _status, _connect_time, _header_time, _response_time: one value per
+    peer tried, joined with ", " (nginx); "-" for a time a try did not reach."""
+    cdef list out = []
+    cdef list t
+    cdef double v
+    if not tries:
+        return b""
+    for t in tries:
+        if code == V.UPSTREAM_ADDR:
+            out.append(<bytes>t[0])
+        elif code == V.UPSTREAM_STATUS:
+            out.append(b"%d" % <int>t[1] if t[1] else b"-")
+        else:
+            v = <double>t[code - V.UPSTREAM_CONNECT_TIME + 2]
+            out.append(b"%.3f" % v if v >= 0 else b"-")
+    return b", ".join(out)
+
+
+cdef bytes render_log(tuple parts, int mode, Request r, Downstream ds):
+    """A log_format line (with its newline): each variable's value escaped for ``mode``
+    (0 default, 1 json, 2 none; fastgw.observe.access_log.log_value)."""
+    cdef list out = []
+    cdef object part
+    for part in parts:
+        if type(part) is bytes:
+            out.append(part)
+        else:
+            out.append(log_value(variable(<int>part[0], <bytes>part[1], r, ds), mode))
+    out.append(b"\n")
+    return b"".join(out)
 
 
 cdef bytes render(tuple parts, Request r, Downstream ds):
@@ -1262,10 +1315,7 @@ cdef class Downstream:
         r.body_kept = None
         r.kept_bytes = 0
         r.upstream = None
-        before = r.upstream_addr
         self._to_peer(r, pool, peer)
-        # $upstream_addr lists every peer tried, as nginx's does.
-        r.upstream_addr = f"{before}, {r.upstream_addr}" if before else r.upstream_addr
 
     cdef _to_peer(self, Request r, UpstreamPool pool, Peer peer):
         """Send ``r`` to ``peer``: a pooled connection when one is idle, else a new one."""
@@ -1606,10 +1656,23 @@ cdef class Downstream:
         if not logs:
             return
         wall = time.time()
-        line = combined(self.remote_addr, r.request_line, r.status or r.error_status,
-                        r.bytes_sent - r.head_bytes_sent, r.referer, r.user_agent, wall)
-        for log in logs:
-            log.write(line, wall)
+        line = None
+        for entry in logs:
+            # (AccessLog, format parts or None for combined, escape mode, if= parts or None)
+            cond = (<tuple>entry)[3]
+            if cond is not None:
+                value = render(<tuple>cond, r, self)
+                if not value or value == b"0":
+                    continue
+            if (<tuple>entry)[1] is None:
+                if line is None:
+                    line = combined(self.remote_addr, r.request_line, r.status or r.error_status,
+                                    r.bytes_sent - r.head_bytes_sent, r.referer, r.user_agent,
+                                    wall)
+                (<tuple>entry)[0].write(line, wall)
+            else:
+                (<tuple>entry)[0].write(render_log(<tuple>(<tuple>entry)[1], <int>(<tuple>entry)[2],
+                                                   r, self), wall)
 
     # -- timers ------------------------------------------------------------------------------
     cdef _arm_timer(self, double step):
@@ -1776,6 +1839,8 @@ cdef class UpstreamConn:
     cdef object connect_task
     # Bytes of the current request were written (a retry of a POST is then unsafe).
     cdef bint request_sent
+    # This try's entry in the request's upstream_tries.
+    cdef list record
     # The response's status is one proxy_next_upstream names: counts as a failure.
     cdef bint status_failed
     # Set by on_headers_complete: drop this response and send the request there.
@@ -1795,6 +1860,13 @@ cdef class UpstreamConn:
         self.req = r
         r.upstream = self
         r.upstream_addr = self.peer.address
+        # $upstream_*: a connection from the pool was connected in no time.
+        self.record = [self.peer.address.encode(), 0, -1.0 if self.transport is None else 0.0,
+                       -1.0, -1.0]
+        if r.upstream_tries is None:
+            r.upstream_tries = [self.record]
+        else:
+            r.upstream_tries.append(self.record)
         self.peer.active += 1
         self.rt.stats.peer_active(self.pool.index, self.peer.index, 1)
         self.started = self.loop.time()
@@ -1855,6 +1927,8 @@ cdef class UpstreamConn:
     def connection_made(self, transport):
         self.transport = transport
         self.connecting = False
+        if self.record is not None:
+            self.record[2] = self.loop.time() - self.started
         transport.set_write_buffer_limits(HIGH_WATER)
         if self.req is None:
             transport.close()
@@ -2098,6 +2172,8 @@ cdef class UpstreamConn:
             self.interim = True
             return
         r.upstream_status = status
+        self.record[1] = status
+        self.record[3] = self.loop.time() - self.started
         bit = _status_bit(status)
         if bit and (r.location.next_upstream & bit):
             self.status_failed = bool(bit & NU_FAILING_STATUS)
@@ -2224,7 +2300,8 @@ cdef class UpstreamConn:
         cdef Request r = self.req
         cdef Downstream ds = self.ds
         cdef bint reuse
-        self.rt.stats.observe(self.pool.index, self.loop.time() - self.started)
+        self.record[4] = self.loop.time() - self.started
+        self.rt.stats.observe(self.pool.index, self.record[4])
         self._account(r, ds, not self.status_failed)
         self._detach()
         if self.reading_paused and self.transport is not None:
@@ -2279,6 +2356,7 @@ cdef class UpstreamConn:
         cdef Peer nxt = self.retry_peer
         cdef UpstreamPool pool = self.pool
         self.retry_peer = None
+        self.record[4] = self.loop.time() - self.started
         self._account(r, ds, not self.status_failed)
         self._detach()
         self.close()
@@ -2299,6 +2377,10 @@ cdef class UpstreamConn:
         if r is None:
             self.close()
             return
+        if self.record is not None:
+            if not self.record[1]:
+                self.record[1] = status  # nginx logs 502/504 for a try without a response
+            self.record[4] = self.loop.time() - self.started
         self._detach()
         self.close()
         if (lost and not self.head_sent and self.reused and not self.got_bytes and not r.retried

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from . import units
-from .model import HealthCheck, LimitZone
+from .model import HealthCheck, LimitZone, LogFormat
 from .variables import compile_template
 
 MAIN, EVENTS, HTTP, SERVER, LOCATION, UPSTREAM = (
@@ -86,13 +86,10 @@ def _access_log(args):
         if len(args) > 1:
             raise ValueError('"off" takes no other parameters')
         return None
-    path, fmt, buffer, flush = args[0], "combined", 64 * 1024, 1.0
+    path, fmt, buffer, flush, cond = args[0], "combined", 64 * 1024, 1.0, None
     rest = args[1:]
     if rest and "=" not in rest[0]:
-        fmt = rest.pop(0)
-        if fmt != "combined":
-            # log_format and named formats come with the observability issue.
-            raise ValueError(f'unknown log format "{fmt}" (only "combined" is supported yet)')
+        fmt = rest.pop(0)  # a log_format name: the loader checks it exists
     for item in rest:
         key, sep, value = item.partition("=")
         if not sep:
@@ -101,11 +98,29 @@ def _access_log(args):
             buffer = units.parse_size(value)
         elif key == "flush":
             flush = units.parse_time(value)
-        elif key == "if":
-            raise ValueError('"if=" is not supported yet')
+        elif key == "if" and value:
+            cond = compile_template(value)
         else:
             raise ValueError(f'invalid parameter "{item}"')
-    return (path, fmt, buffer, flush)
+    return (path, fmt, buffer, flush, cond)
+
+
+LOG_ESCAPES = ("default", "json", "none")
+
+
+def _log_format(args):
+    """``log_format NAME [escape=...] STRING ...`` -> LogFormat (strings joined, as nginx)."""
+    name, rest = args[0], list(args[1:])
+    escape = "default"
+    if rest and rest[0].startswith("escape="):
+        escape = rest.pop(0)[len("escape="):]
+        if escape not in LOG_ESCAPES:
+            raise ValueError(f'unknown log format escaping "{escape}"')
+    if not rest:
+        raise ValueError("invalid number of arguments")
+    if name == "combined":
+        raise ValueError('duplicate "log_format" name "combined"')
+    return LogFormat(name, escape, compile_template("".join(rest)))
 
 
 def _header_pair(args):
@@ -394,11 +409,19 @@ DIRECTIVES = [
               "`limit_conn_zone KEY zone=NAME:SIZE`: a shared-memory zone counting requests in "
               "flight per KEY across workers (about 7,700 keys per megabyte).",
               lambda args: _limit_zone("conn", args), multiple=True),
-    _planned("log_format", {HTTP}, (2, None), "#8", "Named access log format."),
+    Directive("log_format", frozenset({HTTP}), (2, None),
+              "`log_format NAME [escape=default|json|none] STRING ...`: a named access log "
+              "format; the strings are joined and may use any variable (design.md §5, "
+              "including `$upstream_*` over every peer tried, `$request_time`, `$queue_time`). "
+              "`combined` is predefined. Empty values are written `-` (nothing with `json`).",
+              _log_format, multiple=True),
     # -- http, server, location ----------------------------------------------------------
     Directive("access_log", HSL, (1, 5),
-              "`access_log PATH [combined] [buffer=SIZE] [flush=TIME] | off`. Buffered by default "
-              "(fastgw: buffer=64k flush=1s; `buffer=0` writes each line at once).",
+              "`access_log PATH [FORMAT] [buffer=SIZE] [flush=TIME] [if=COND] | off`. Buffered by "
+              "default (fastgw: buffer=64k flush=1s; `buffer=0` writes each line at once), "
+              "flushed at exit and reopened on USR1. With `if=`, a request is logged only when "
+              "COND (variables allowed) is neither empty nor `0`. Several at one level all "
+              "apply; `off` at a level turns logging off there.",
               _access_log, default="logs/access.log combined", multiple=True, inherit=True),
     Directive("keepalive_timeout", HSL, (1, 1),
               "How long an idle client keep-alive connection stays open; 0 disables keep-alive.",

@@ -85,6 +85,8 @@ class _Builder:
         # limit_req / limit_conn references, checked once every zone is known:
         # (directive, zone name, node).
         self.zone_refs = []
+        self.format_nodes = []
+        self.format_refs = []
 
     # -- helpers ----------------------------------------------------------------------------
     def err(self, node, message):
@@ -145,6 +147,10 @@ class _Builder:
                 values.setdefault(d.name, []).append(value)
             else:
                 values[d.name] = value
+            if d.name == "log_format":
+                self.format_nodes.append(node)
+            elif d.name == "access_log" and value is not None:
+                self.format_refs.append((value[1], node))
             if d.name in ("limit_req", "limit_conn"):
                 self.zone_refs.append((d.name, value[0], node))
             elif d.name in ("limit_req_zone", "limit_conn_zone"):
@@ -231,7 +237,20 @@ class _Builder:
                             f"a duplicate default server for {listen.host}:{listen.port}",
                             listen.file, listen.line))
                     defaults.add(listen.address)
-        return Http(upstreams=upstreams, servers=tuple(servers), limit_zones=self.limit_zones())
+        return Http(upstreams=upstreams, servers=tuple(servers), limit_zones=self.limit_zones(),
+                    log_formats=self.log_formats(values.get("log_format", [])))
+
+    def log_formats(self, formats):
+        """The log formats by name; every access_log must name one (or ``combined``)."""
+        out = {}
+        for fmt, node in zip(formats, self.format_nodes):
+            if fmt.name in out:
+                self.err(node, f'duplicate "log_format" name "{fmt.name}"')
+            out[fmt.name] = fmt
+        for name, node in self.format_refs:
+            if name != "combined" and name not in out:
+                self.err(node, f'unknown log format "{name}"')
+        return out
 
     def limit_zones(self):
         """The limit zones by name; every limit_req / limit_conn must name one of its kind."""

@@ -208,6 +208,21 @@ class Http:
     upstreams: dict = field(default_factory=dict)
     servers: tuple = ()
     limit_zones: dict = field(default_factory=dict)
+    log_formats: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LogFormat:
+    """``log_format NAME [escape=default|json|none] STRING ...``: the strings joined, compiled.
+
+    ``escape``: how variable values are written (nginx's: ``default`` turns ``"``, ``\\``
+    and bytes outside 0x20..0x7e into ``\\xHH``, ``json`` escapes for a JSON string,
+    ``none`` writes them as they are); an empty value is ``-`` (nothing with ``json``).
+    """
+
+    name: str
+    escape: str
+    template: object
 
 
 @dataclass(frozen=True)

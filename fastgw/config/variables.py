@@ -15,7 +15,10 @@ HOST, REMOTE_ADDR, REMOTE_PORT, PROXY_HOST, PROXY_PORT, PROXY_ADD_X_FORWARDED_FO
     REQUEST_URI, URI, ARGS, IS_ARGS, REQUEST_METHOD, SERVER_NAME, SERVER_PORT, SERVER_ADDR, \
     SERVER_PROTOCOL, CONNECTION, CONNECTION_REQUESTS, PID, MSEC, CONTENT_LENGTH, CONTENT_TYPE, \
     HTTP, ARG, COOKIE, REQUEST, BINARY_REMOTE_ADDR, LIMIT_REQ_STATUS, LIMIT_CONN_STATUS, \
-    = range(29)
+    STATUS, BODY_BYTES_SENT, BYTES_SENT, REQUEST_TIME, REQUEST_LENGTH, QUEUE_TIME, TIME_LOCAL, \
+    TIME_ISO8601, REMOTE_USER, UPSTREAM_ADDR, UPSTREAM_STATUS, UPSTREAM_CONNECT_TIME, \
+    UPSTREAM_HEADER_TIME, UPSTREAM_RESPONSE_TIME, \
+    = range(43)
 
 SIMPLE = {
     "host": HOST, "remote_addr": REMOTE_ADDR, "remote_port": REMOTE_PORT,
@@ -29,6 +32,13 @@ SIMPLE = {
     "content_length": CONTENT_LENGTH, "content_type": CONTENT_TYPE, "request": REQUEST,
     "binary_remote_addr": BINARY_REMOTE_ADDR, "limit_req_status": LIMIT_REQ_STATUS,
     "limit_conn_status": LIMIT_CONN_STATUS,
+    # Mostly for log_format: their value is final when the request is logged.
+    "status": STATUS, "body_bytes_sent": BODY_BYTES_SENT, "bytes_sent": BYTES_SENT,
+    "request_time": REQUEST_TIME, "request_length": REQUEST_LENGTH, "queue_time": QUEUE_TIME,
+    "time_local": TIME_LOCAL, "time_iso8601": TIME_ISO8601, "remote_user": REMOTE_USER,
+    "upstream_addr": UPSTREAM_ADDR, "upstream_status": UPSTREAM_STATUS,
+    "upstream_connect_time": UPSTREAM_CONNECT_TIME, "upstream_header_time": UPSTREAM_HEADER_TIME,
+    "upstream_response_time": UPSTREAM_RESPONSE_TIME,
 }
 PREFIXED = {"http_": HTTP, "arg_": ARG, "cookie_": COOKIE}
 

@@ -9,7 +9,8 @@ Lines are gathered in memory and written when ``buffer`` bytes are pending,
 every ``flush`` seconds (the worker's timer calls :meth:`AccessLog.flush_if_due`)
 and at exit: fastgw's default is ``buffer=64k flush=1s`` (design.md §5);
 ``buffer=0`` writes each line at once, as nginx does without ``buffer=``.
-The full ``log_format`` language comes with the observability issue.
+Other formats (``log_format``) are compiled templates rendered by the proxy
+with :func:`log_value` applied to each variable's value.
 """
 
 import os
@@ -45,6 +46,29 @@ class _TimeLocal:
 TIME_LOCAL = _TimeLocal()
 
 
+class _TimeISO:
+    """``$time_iso8601`` (``2026-11-29T08:00:00+00:00``), formatted once per second."""
+
+    def __init__(self):
+        self._second = -1
+        self._text = b""
+
+    def get(self, now):
+        second = int(now)
+        if second != self._second:
+            t = time.localtime(second)
+            off = t.tm_gmtoff
+            sign = "+" if off >= 0 else "-"
+            off = abs(off) // 60
+            self._text = (f"{time.strftime('%Y-%m-%dT%H:%M:%S', t)}"
+                          f"{sign}{off // 60:02d}:{off % 60:02d}").encode()
+            self._second = second
+        return self._text
+
+
+TIME_ISO8601 = _TimeISO()
+
+
 def escape(value):
     """nginx's default escaping: ``"``, ``\\`` and bytes outside 0x20..0x7e as ``\\xHH``."""
     if not value:
@@ -56,6 +80,39 @@ def escape(value):
         else:
             out.append(byte)
     return bytes(out)
+
+
+_JSON_SHORT = {0x22: b'\\"', 0x5C: b"\\\\", 0x0A: b"\\n", 0x0D: b"\\r", 0x09: b"\\t",
+               0x08: b"\\b", 0x0C: b"\\f"}
+
+
+def escape_json(value):
+    """nginx's ``escape=json``: ``"`` and ``\\`` escaped, control bytes as ``\\uXXXX`` (or
+    ``\\n`` and kin); other bytes, UTF-8 included, as they are."""
+    out = bytearray()
+    for byte in value:
+        short = _JSON_SHORT.get(byte)
+        if short is not None:
+            out += short
+        elif byte < 0x20 or byte == 0x7F:
+            out += b"\\u%04x" % byte
+        else:
+            out.append(byte)
+    return bytes(out)
+
+
+def log_value(value, mode):
+    """A variable's value as a log line shows it: ``mode`` 0 default, 1 json, 2 none."""
+    if not value:
+        return b"" if mode == 1 else b"-"
+    if mode == 0:
+        return _safe(value)
+    if mode == 1:
+        for byte in value:
+            if byte < 0x20 or byte == 0x22 or byte == 0x5C or byte == 0x7F:
+                return escape_json(value)
+        return value
+    return value
 
 
 def _safe(value):

@@ -152,11 +152,11 @@ VALID = [
     ("worker_connections", "events", "worker_connections 4096;",
      lambda c: c.worker_connections, 4096),
     ("access_log", "http", "access_log logs/api.log;", lambda c: settings(c).access_log,
-     ((PREFIX + "/logs/api.log", "combined", 65536, 1.0),)),
+     ((PREFIX + "/logs/api.log", "combined", 65536, 1.0, None),)),
     ("access_log", "location", "access_log /var/log/a.log combined buffer=32k flush=5s;",
-     lambda c: settings(c).access_log, (("/var/log/a.log", "combined", 32768, 5.0),)),
+     lambda c: settings(c).access_log, (("/var/log/a.log", "combined", 32768, 5.0, None),)),
     ("access_log", "server", "access_log logs/s.log buffer=0;",
-     lambda c: settings(c).access_log, ((PREFIX + "/logs/s.log", "combined", 0, 1.0),)),
+     lambda c: settings(c).access_log, ((PREFIX + "/logs/s.log", "combined", 0, 1.0, None),)),
     ("keepalive_timeout", "location", "keepalive_timeout 5s;",
      lambda c: settings(c).keepalive_timeout, 5.0),
     ("keepalive_timeout", "http", "keepalive_timeout 0;",
@@ -206,6 +206,11 @@ VALID = [
     ("zone", "upstream", "zone backend 64k;", lambda c: c.http.upstreams["backend"].zone, "backend"),
     ("zone", "upstream", "zone shared;", lambda c: c.http.upstreams["backend"].zone, "shared"),
     ("priority", "http", "priority 15;", lambda c: settings(c).priority, 15),
+    ("log_format", "http", "log_format main escape=json '{\"s\":$status,' '\"u\":\"$uri\"}';",
+     lambda c: (c.http.log_formats["main"].escape, c.http.log_formats["main"].template.source),
+     ("json", '{"s":$status,"u":"$uri"}')),
+    ("access_log", "location", "access_log logs/x.log combined if=$arg_log;",
+     lambda c: settings(c).access_log[0][4].source, "$arg_log"),
     ("proxy_next_upstream", "location", "", lambda c: settings(c).proxy_next_upstream,
      frozenset({"error", "timeout"})),
     ("proxy_next_upstream", "location", "proxy_next_upstream error http_503 non_idempotent;",
@@ -280,7 +285,7 @@ def test_defaults(tmp_path):
     assert config.worker_connections == 512
     expected = {
         "error_log": (p + "/logs/error.log", "error"),
-        "access_log": ((p + "/logs/access.log", "combined", 65536, 1.0),),
+        "access_log": ((p + "/logs/access.log", "combined", 65536, 1.0, None),),
         "keepalive_timeout": 75.0,
         "keepalive_requests": 1000,
         "client_header_timeout": 60.0,
@@ -424,8 +429,15 @@ def test_planned_directive_in_included_file(tmp_path):
     ("location", "access_log off logs/x.log;", '"off" takes no other parameters in "access_log" directive'),
     ("location", "access_log logs/x.log buffer=1q;", 'invalid size "1q" in "access_log" directive'),
     ("location", "access_log logs/x.log flush=5x;", 'invalid time "5x" in "access_log" directive'),
-    ("location", "access_log logs/x.log main;",
-     'unknown log format "main" (only "combined" is supported yet) in "access_log" directive'),
+    ("location", "access_log logs/x.log main;", 'unknown log format "main"'),
+    ("location", "access_log logs/x.log if=;", 'invalid parameter "if=" in "access_log" directive'),
+    ("http", "log_format main escape=xml '$status';",
+     'unknown log format escaping "xml" in "log_format" directive'),
+    ("http", "log_format combined '$status';",
+     'duplicate "log_format" name "combined" in "log_format" directive'),
+    ("http", "log_format main '$nope';", 'unknown "nope" variable'),
+    ("http", "log_format a '$status';\n    log_format a '$uri';  # here",
+     'duplicate "log_format" name "a"'),
     # nginx words an unknown variable without naming the directive.
     ("location", "proxy_set_header X-Foo $foo;", 'unknown "foo" variable'),
     ("location", "proxy_set_header X-Foo ${foo}bar;", 'unknown "foo" variable'),
@@ -1058,12 +1070,12 @@ def test_access_log_default_and_off(tmp_path):
     s1, s2 = config.http.servers
     default, off = s1.locations
     inherits_off, own = s2.locations
-    assert default.settings.access_log == ((p + "/logs/access.log", "combined", 65536, 1.0),)
-    assert s1.settings.access_log == ((p + "/logs/access.log", "combined", 65536, 1.0),)
+    assert default.settings.access_log == ((p + "/logs/access.log", "combined", 65536, 1.0, None),)
+    assert s1.settings.access_log == ((p + "/logs/access.log", "combined", 65536, 1.0, None),)
     assert off.settings.access_log == ()
     assert s2.settings.access_log == ()
     assert inherits_off.settings.access_log == ()
-    assert own.settings.access_log == ((p + "/logs/own.log", "combined", 65536, 1.0),)
+    assert own.settings.access_log == ((p + "/logs/own.log", "combined", 65536, 1.0, None),)
 
 
 def test_access_log_several_and_array_rule(tmp_path):
@@ -1073,9 +1085,9 @@ def test_access_log_several_and_array_rule(tmp_path):
              "location /y { access_log logs/y.log; access_log off; return 204; }"))
     p = str(tmp_path)
     assert settings(config).access_log == (
-        (p + "/logs/a.log", "combined", 65536, 1.0), ("/var/log/b.log", "combined", 4096, 1.0))
+        (p + "/logs/a.log", "combined", 65536, 1.0, None), ("/var/log/b.log", "combined", 4096, 1.0, None))
     x, y = server0(config).locations[1:]
-    assert x.settings.access_log == ((p + "/logs/x.log", "combined", 65536, 2.0),)
+    assert x.settings.access_log == ((p + "/logs/x.log", "combined", 65536, 2.0, None),)
     assert y.settings.access_log == ()  # "off" at a level wins, as in nginx
 
 
