@@ -11,7 +11,7 @@ import mmap
 import os
 import time
 
-from fastgw._core.counters import (CUMULATIVE, P_CHECKED_CELL, P_FAILS_CELL, P_HC_DOWN_CELL,
+from fastgw._core.counters import (CUMULATIVE, HISTOGRAMS, P_CHECKED_CELL, P_FAILS_CELL, P_HC_DOWN_CELL,
                                    UPSTREAM_CUMULATIVE, Stats, region_size, zone_size)
 from fastgw._core.limits import LimitTable
 
@@ -258,9 +258,11 @@ def _merge(into, snap, src, dst, sign=1):
         v = dst.upstreams.index(name)
         a, b = snap["upstreams"][u], into["upstreams"][v]
         b["queue_depth"] += sign * a["queue_depth"]
-        b["buckets"] = [x + sign * y for x, y in zip(b["buckets"], a["buckets"])]
-        b["sum_seconds"] += sign * a["sum_seconds"]
-        b["count"] += sign * a["count"]
+        for name in HISTOGRAMS:
+            ha, hb = a[name], b[name]
+            hb["buckets"] = [x + sign * y for x, y in zip(hb["buckets"], ha["buckets"])]
+            hb["sum_seconds"] += sign * ha["sum_seconds"]
+            hb["count"] += sign * ha["count"]
         for i, peer in enumerate(src.peers[u]):
             if peer in dst.peers[v]:
                 b["peer_active"][dst.peers[v].index(peer)] += sign * a["peer_active"][i]

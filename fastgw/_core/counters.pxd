@@ -75,6 +75,7 @@ cdef enum:
     N_STATUS = 600
     C_UPSTREAMS = 620        # then per upstream: queue depth, histogram, peers
     N_BUCKETS = 16
+    HIST_CELLS = 18          # N_BUCKETS + sum + count
 
     # Rejection reasons (design.md §6), in the order of REASONS.
     R_WORKER_CONNECTIONS = 0
@@ -115,4 +116,7 @@ cdef class Stats:
     cdef void queue_depth(self, int upstream, int64_t depth)
     cdef void peer_active(self, int upstream, int peer, int64_t delta)
     cdef void observe(self, int upstream, double seconds)
+    cdef void observe_request(self, int upstream, double seconds)
+    cdef void observe_queue(self, int upstream, double seconds)
+    cdef void _observe(self, int at, double seconds)
     cdef int64_t* peer_shared(self, int upstream, int peer)

@@ -27,8 +27,11 @@ cdef double[16] _BOUNDS
 for _i, _b in enumerate(BUCKETS):
     _BOUNDS[_i] = _b if _b != float("inf") else 1e300
 
-# Per-upstream cells: depth, N_BUCKETS buckets, sum (us), count, then peers.
-UPSTREAM_FIXED = 1 + N_BUCKETS + 2
+# Per-upstream cells: depth, then three histograms of N_BUCKETS buckets, sum (us) and
+# count each (upstream response time, request time, queue wait), then one per peer.
+HIST = N_BUCKETS + 2
+HISTOGRAMS = ("response", "request", "queue")
+UPSTREAM_FIXED = 1 + len(HISTOGRAMS) * HIST
 
 
 def block_size(list peer_counts):
@@ -155,7 +158,18 @@ cdef class Stats:
         self.mine[<int>self.upstream_offsets[upstream] + UPSTREAM_FIXED + peer] += delta
 
     cdef void observe(self, int upstream, double seconds):
-        cdef int at = <int>self.upstream_offsets[upstream] + 1
+        """An upstream response took ``seconds`` (request sent to response end)."""
+        self._observe(<int>self.upstream_offsets[upstream] + 1, seconds)
+
+    cdef void observe_request(self, int upstream, double seconds):
+        """A request proxied to ``upstream`` took ``seconds`` from its first byte to its end."""
+        self._observe(<int>self.upstream_offsets[upstream] + 1 + HIST_CELLS, seconds)
+
+    cdef void observe_queue(self, int upstream, double seconds):
+        """A request waited ``seconds`` in ``upstream``'s queue (0 when it did not wait)."""
+        self._observe(<int>self.upstream_offsets[upstream] + 1 + 2 * HIST_CELLS, seconds)
+
+    cdef void _observe(self, int at, double seconds):
         cdef int i = 0
         while seconds > _BOUNDS[i] and i < N_BUCKETS - 1:
             i += 1
@@ -164,6 +178,11 @@ cdef class Stats:
         self.mine[at + N_BUCKETS + 1] += 1
 
     # -- Python side (the worker loop, the status pages, tests) ------------------------
+    def observe_seconds(self, int upstream, str kind, double seconds):
+        """Record ``seconds`` in an upstream's ``kind`` histogram (one of HISTOGRAMS)."""
+        self._observe(<int>self.upstream_offsets[upstream] + 1 + HISTOGRAMS.index(kind) * HIST,
+                      seconds)
+
     def set_cell(self, int cell, int64_t value):
         """Set one cell of this worker's block (heartbeat, pid, up)."""
         self.mine[cell] = value
@@ -228,14 +247,15 @@ cdef class Stats:
                                    "heartbeat_ms": self.cell(w, C_HEARTBEAT)})
         for u in range(len(self.peer_counts)):
             at = self.upstream_offsets[u]
-            out["upstreams"].append({
-                "queue_depth": self.total(at, r),
-                "buckets": [self.total(at + 1 + i, r) for i in range(N_BUCKETS)],
-                "sum_seconds": self.total(at + 1 + N_BUCKETS, r) / 1e6,
-                "count": self.total(at + 2 + N_BUCKETS, r),
-                "peer_active": [self.total(at + UPSTREAM_FIXED + i, r)
-                                for i in range(self.peer_counts[u])],
-            })
+            up = {"queue_depth": self.total(at, r),
+                  "peer_active": [self.total(at + UPSTREAM_FIXED + i, r)
+                                  for i in range(self.peer_counts[u])]}
+            for k, name in enumerate(HISTOGRAMS):
+                h = at + 1 + k * HIST
+                up[name] = {"buckets": [self.total(h + i, r) for i in range(N_BUCKETS)],
+                            "sum_seconds": self.total(h + N_BUCKETS, r) / 1e6,
+                            "count": self.total(h + N_BUCKETS + 1, r)}
+            out["upstreams"].append(up)
         return out
 
 
@@ -243,7 +263,7 @@ cdef class Stats:
 # section relative to its offset (histogram buckets, sum, count).
 CUMULATIVE = ((C_ACCEPTED, C_HANDLED, C_REQUESTS) + tuple(range(C_REJECTED, C_REJECTED + N_REASONS))
               + tuple(range(C_STATUS, C_STATUS + N_STATUS)))
-UPSTREAM_CUMULATIVE = tuple(range(1, N_BUCKETS + 3))
+UPSTREAM_CUMULATIVE = tuple(range(1, 1 + len(HISTOGRAMS) * HIST))
 
 
 CELLS = {"accepted": C_ACCEPTED, "handled": C_HANDLED, "active": C_ACTIVE, "reading": C_READING,

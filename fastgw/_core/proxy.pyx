@@ -1408,6 +1408,7 @@ cdef class Downstream:
         """A slot freed up for ``r``, which waited ``now - r.queued_at`` seconds."""
         r.queue_handle = -1
         r.queue_time = now - r.queued_at
+        self.rt.stats.observe_queue(pool.index, r.queue_time)
         if pool.paused_waiters:
             pool.paused_waiters.discard(r)
         if self.closing or r.done:
@@ -1647,6 +1648,8 @@ cdef class Downstream:
             r.limit_timer.cancel()
             r.limit_timer = None
         self.rt.stats.status(r.status or r.error_status)
+        if r.upstream_tries is not None and loc is not None and loc.pool is not None:
+            self.rt.stats.observe_request(loc.pool.index, self.loop.time() - r.start)
         if loc is not None:
             logs = loc.access_logs
         elif self.default_server is not None and self.default_server.not_found is not None:
@@ -2566,6 +2569,8 @@ def _on_queue_timer(UpstreamPool pool):
     pool.queue_timer = None
     for r in pool.queue.expire(now):
         (<Downstream>r.conn).rt.stats.queue_depth(pool.index, pool.queue.depth)
+        r.queue_time = now - r.queued_at
+        (<Downstream>r.conn).rt.stats.observe_queue(pool.index, r.queue_time)
         r.queue_handle = -1
         pool.paused_waiters.discard(r)
         (<Downstream>r.conn)._overload(r, pool, "queue_timeout",

@@ -64,21 +64,32 @@ class _Collector:
                                   "Requests waiting for an upstream peer.", labels=["upstream"])
         active = GaugeMetricFamily("fastgw_upstream_active", "Requests in flight to a peer.",
                                    labels=["upstream", "peer"])
-        hist = HistogramMetricFamily("fastgw_upstream_response_seconds",
-                                     "Upstream response time, from sending the request to the "
-                                     "end of the response.", labels=["upstream"])
+        hists = {
+            "response": HistogramMetricFamily(
+                "fastgw_upstream_response_seconds", "Upstream response time, from sending the "
+                "request to the end of the response (each try).", labels=["upstream"]),
+            "request": HistogramMetricFamily(
+                "fastgw_upstream_request_seconds", "Request time of requests proxied to the "
+                "upstream, from their first byte to the end of the response.",
+                labels=["upstream"]),
+            "queue": HistogramMetricFamily(
+                "fastgw_upstream_queue_wait_seconds", "Time requests waited in the upstream's "
+                "queue (served or timed out).", labels=["upstream"]),
+        }
         for name, peers, up in zip(self.zones.upstreams, self.zones.peers, s["upstreams"]):
             depth.add_metric([name], up["queue_depth"])
             for peer, n in zip(peers, up["peer_active"]):
                 active.add_metric([name, peer], n)
-            cumulative, buckets = 0, []
-            for bound, n in zip(BUCKETS, up["buckets"]):
-                cumulative += n
-                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-            hist.add_metric([name], buckets, up["sum_seconds"])
+            for kind, family in hists.items():
+                h = up[kind]
+                cumulative, buckets = 0, []
+                for bound, n in zip(BUCKETS, h["buckets"]):
+                    cumulative += n
+                    buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+                family.add_metric([name], buckets, h["sum_seconds"])
         yield depth
         yield active
-        yield hist
+        yield from hists.values()
         state = GaugeMetricFamily("fastgw_upstream_peer_state",
                                   "1 for a peer's current state (up, failed: max_fails within "
                                   "fail_timeout, unhealthy: active health check, down: "

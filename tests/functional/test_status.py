@@ -82,6 +82,12 @@ def test_metrics_sum_the_counters_of_every_worker(gateway, backend):
     assert metric(text, "fastgw_requests_total", status="418") == 4
     assert metric(text, "fastgw_requests_total", status="500") == 4
     assert metric(text, "fastgw_upstream_response_seconds_count", upstream="app") == 16
+    # Request time of the 16 proxied requests (the 418s are local): cumulative buckets
+    # that end at the count.
+    assert metric(text, "fastgw_upstream_request_seconds_count", upstream="app") == 16
+    counts = [metric(text, "fastgw_upstream_request_seconds_bucket", upstream="app", le=le)
+              for le in ("0.001", "0.01", "0.1", "1.0", "10.0", "+Inf")]
+    assert counts == sorted(counts) and counts[-1] == 16
     assert metric(text, "fastgw_worker_up", worker="0") == 1
     assert metric(text, "fastgw_worker_up", worker="1") == 1
 
@@ -110,6 +116,12 @@ def test_overload_metrics(gateway, backend):
     assert metric(after, "fastgw_upstream_response_seconds_bucket", upstream="app", le="1.0") == 0
     # Measured from the request's start upstream: queue time is not upstream time.
     assert metric(after, "fastgw_upstream_response_seconds_bucket", upstream="app", le="2.5") == 2
+    # The second request waited ~1.3 s in the queue for the first one's slot; its
+    # request time includes the wait.
+    assert metric(after, "fastgw_upstream_queue_wait_seconds_count", upstream="app") == 1
+    assert metric(after, "fastgw_upstream_queue_wait_seconds_bucket", upstream="app", le="0.5") == 0
+    assert metric(after, "fastgw_upstream_queue_wait_seconds_bucket", upstream="app", le="2.5") == 1
+    assert metric(after, "fastgw_upstream_request_seconds_bucket", upstream="app", le="2.5") == 1
 
 
 def test_counters_survive_a_reload(gateway, backend):

@@ -65,26 +65,20 @@ def test_status_codes_and_histograms_follow_the_upstream_name(tmp_path):
     sa = a.stats(0)
     sa.add_cell(20 + 503, 2)  # two 503s (status cells start at 20)
     b = zones(config(tmp_path, 1, {"api": [9002], "app": [9001]}), previous=a, older=[a])
-    _observe(sa, a.upstreams.index("api"), 0.003)
+    sa.observe_seconds(a.upstreams.index("api"), "response", 0.003)
+    sa.observe_seconds(a.upstreams.index("api"), "queue", 0.25)
     b.fold(a)
     snap = b.snapshot()
     assert snap["status"] == {503: 2}
     api = snap["upstreams"][b.upstreams.index("api")]
     app = snap["upstreams"][b.upstreams.index("app")]
-    assert api["count"] == 1 and app["count"] == 0
+    assert api["response"]["count"] == 1 and app["response"]["count"] == 0
+    assert api["queue"]["count"] == 1 and api["queue"]["sum_seconds"] == 0.25
     text = metrics_renderer(b.stats(-1), b)().decode()
     assert 'fastgw_upstream_response_seconds_count{upstream="api"} 1.0' in text
-
-
-def _observe(stats, upstream, seconds):
-    """Record one upstream response time as the hot path does (bucket, sum, count)."""
-    from fastgw._core.counters import BUCKETS, UPSTREAM_CUMULATIVE
-
-    at = stats.upstream_offsets[upstream]
-    bucket = next(i for i, b in enumerate(BUCKETS) if seconds <= b)
-    stats.add_cell(at + 1 + bucket, 1)
-    stats.add_cell(at + UPSTREAM_CUMULATIVE[-2], int(seconds * 1e6))
-    stats.add_cell(at + UPSTREAM_CUMULATIVE[-1], 1)
+    assert 'fastgw_upstream_queue_wait_seconds_bucket{le="0.25",upstream="api"} 1.0' in text
+    assert 'fastgw_upstream_queue_wait_seconds_bucket{le="0.1",upstream="api"} 0.0' in text
+    assert 'fastgw_upstream_request_seconds_count{upstream="app"} 0.0' in text
 
 
 def test_before_the_take_over_the_previous_retired_counts_are_read_in_place(tmp_path):
