@@ -16,6 +16,13 @@ cdef enum:
     LC_BUSY = 1
     LC_ERROR = 3
 
+    # Header.outcomes cells.
+    OUT_PASSED = 0
+    OUT_DELAYED = 1
+    OUT_REJECTED = 2
+    OUT_DELAYED_DRY_RUN = 3
+    OUT_REJECTED_DRY_RUN = 4
+
 cdef struct Header:
     int64_t lock          # pid of the holder, 0 when free
     int64_t capacity      # entries
@@ -27,6 +34,8 @@ cdef struct Header:
     int64_t evicted       # entries removed by force when the table was full
     int64_t full          # lookups refused because nothing could be evicted
     int64_t contended     # lock acquisitions that had to spin
+    # Outcomes of the requests this zone decided (atomic adds; metrics):
+    int64_t outcomes[5]   # OUT_PASSED, OUT_DELAYED, OUT_REJECTED, and their dry runs
 
 cdef struct Entry:
     uint64_t hash
@@ -60,3 +69,4 @@ cdef class LimitTable:
     cdef int64_t req_account(self, int32_t node, uint64_t hash, int64_t rate, int64_t now)
     cdef int conn_acquire(self, bytes key, int64_t limit, int32_t* node, uint64_t* hash)
     cdef void conn_release(self, int32_t node, uint64_t hash)
+    cdef void outcome(self, int kind)

@@ -32,7 +32,7 @@ import os
 
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
-from fastgw._core.counters cimport fnv1a
+from fastgw._core.counters cimport fg_atomic_add, fg_atomic_load, fnv1a
 
 cdef extern from "sched.h":
     int sched_yield() nogil
@@ -409,11 +409,22 @@ cdef class LimitTable:
         """Python entry to conn_release."""
         self.conn_release(node, hash)
 
+    cdef void outcome(self, int kind):
+        """Count one request this zone decided (OUT_*), for the metrics: an atomic add,
+        no lock (every worker's view of the zone shares the header)."""
+        fg_atomic_add(&self.h.outcomes[kind], 1)
+
     # -- inspection -----------------------------------------------------------------------
     def stats(self):
-        """``{"capacity", "used", "evicted", "full", "contended"}``."""
+        """``{"capacity", "used", "evicted", "full", "contended", "passed", "delayed",
+        "rejected", "delayed_dry_run", "rejected_dry_run"}``."""
         return {"capacity": self.h.capacity, "used": self.h.used, "evicted": self.h.evicted,
-                "full": self.h.full, "contended": self.h.contended}
+                "full": self.h.full, "contended": self.h.contended,
+                "passed": fg_atomic_load(&self.h.outcomes[OUT_PASSED]),
+                "delayed": fg_atomic_load(&self.h.outcomes[OUT_DELAYED]),
+                "rejected": fg_atomic_load(&self.h.outcomes[OUT_REJECTED]),
+                "delayed_dry_run": fg_atomic_load(&self.h.outcomes[OUT_DELAYED_DRY_RUN]),
+                "rejected_dry_run": fg_atomic_load(&self.h.outcomes[OUT_REJECTED_DRY_RUN])}
 
     def entry(self, bytes key):
         """``(excess, last, count)`` of ``key``'s entry, or None (tests)."""

@@ -44,7 +44,8 @@ from fastgw._core.counters cimport (Stats, C_ACCEPTED, C_HANDLED, C_ACTIVE, C_RE
                                     R_UPSTREAM_TIMEOUT, R_LIMIT_REQ, R_LIMIT_CONN,
                                     R_NO_LIVE_UPSTREAMS)
 from fastgw._core.limits cimport (LimitTable, LR_OK, LR_BUSY, LR_AGAIN, LR_ERROR, LC_OK,
-                                  LC_BUSY)
+                                  LC_BUSY, OUT_PASSED, OUT_DELAYED, OUT_REJECTED,
+                                  OUT_DELAYED_DRY_RUN, OUT_REJECTED_DRY_RUN)
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from fastgw._core.router cimport Router, VirtualHosts, normalize_path, normalize_host
 
@@ -1125,8 +1126,10 @@ cdef class Downstream:
                             f'"{lim[5]}"', r)
             if loc.limit_req_dry:
                 r.limit_req_status = b"REJECTED_DRY_RUN"
+                (<LimitTable>lim[0]).outcome(OUT_REJECTED_DRY_RUN)
                 return 0.0
         r.limit_req_status = b"REJECTED"
+        (<LimitTable>lim[0]).outcome(OUT_REJECTED)
         self.rt.stats.rejected(R_LIMIT_REQ)
         if rc == LR_BUSY:
             status = loc.limit_req_status
@@ -1143,14 +1146,17 @@ cdef class Downstream:
         """Seconds to hold a request that passed its limits (0: none), logged as nginx does."""
         if max_delay <= 0:
             r.limit_req_status = b"PASSED"
+            (<LimitTable>lim[0]).outcome(OUT_PASSED)
             return 0.0
         self._limit_log(lim[6], loc.limit_req_delay_level,
                         f'delaying request{", dry run" if loc.limit_req_dry else ""}, excess: '
                         f'{excess // 1000}.{excess % 1000:03d}, by zone "{lim[5]}"', r)
         if loc.limit_req_dry:
             r.limit_req_status = b"DELAYED_DRY_RUN"
+            (<LimitTable>lim[0]).outcome(OUT_DELAYED_DRY_RUN)
             return 0.0
         r.limit_req_status = b"DELAYED"
+        (<LimitTable>lim[0]).outcome(OUT_DELAYED)
         return max_delay / 1000.0
 
     def _limit_req_done(self, Request r, double delay):
@@ -1192,17 +1198,22 @@ cdef class Downstream:
                                 f'by zone "{lim[3]}"', r)
                 if loc.limit_conn_dry:
                     r.limit_conn_status = b"REJECTED_DRY_RUN"
+                    t.outcome(OUT_REJECTED_DRY_RUN)
                     return True
             else:
                 self._limit_log(lim[4], "alert", f'could not allocate node in limit_conn zone '
                                                  f'"{lim[3]}"', r)
             r.limit_conn_status = b"REJECTED"
+            t.outcome(OUT_REJECTED)
             self.rt.stats.rejected(R_LIMIT_CONN)
             self._respond(r, loc.limit_conn_status if rc == LC_BUSY else 503, None,
                           b"Retry-After: 1\r\n", _unread_body(r))
             return False
         r.limit_conn_held = taken
         r.limit_conn_status = b"PASSED"
+        if taken is not None:
+            for item in taken:
+                (<LimitTable>(<tuple>item)[0]).outcome(OUT_PASSED)
         return True
 
     cdef _limit_log(self, object throttle, str level, str message, Request r):

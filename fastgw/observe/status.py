@@ -28,6 +28,8 @@ def stub_status(snapshot):
     ).encode()
 
 PEER_STATES = ("up", "failed", "unhealthy", "down")
+LIMIT_OUTCOMES = {"req": ("passed", "delayed", "rejected", "delayed_dry_run", "rejected_dry_run"),
+                  "conn": ("passed", "rejected", "rejected_dry_run")}
 
 
 class _Collector:
@@ -100,6 +102,21 @@ class _Collector:
                 for name in PEER_STATES:
                     state.add_metric([self.zones.upstreams[u], peer, name], 1 if now == name else 0)
         yield state
+        families = {
+            "req": CounterMetricFamily(
+                "fastgw_limit_req_requests", "limit_req outcomes by zone (counted on the zone "
+                "that decided: the one that rejected or delayed most, else the last).",
+                labels=["zone", "outcome"]),
+            "conn": CounterMetricFamily(
+                "fastgw_limit_conn_requests", "limit_conn outcomes by zone.",
+                labels=["zone", "outcome"]),
+        }
+        for name, table in sorted(self.zones.limit_tables.items()):
+            kind = self.zones.limit_specs[name].kind
+            counts = table.stats()
+            for outcome in LIMIT_OUTCOMES[kind]:
+                families[kind].add_metric([name, outcome], counts[outcome])
+        yield from families.values()
         up = GaugeMetricFamily("fastgw_worker_up", "1 while the worker slot has a live worker.",
                                labels=["worker"])
         now_ms = time.time() * 1000

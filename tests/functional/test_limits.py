@@ -219,3 +219,32 @@ def test_limit_conn_count_is_released_after_an_upstream_timeout_and_error(gatewa
     assert request(gw.port, "/?latency=2000")[0] == 504      # proxy_read_timeout
     assert request(gw.port, "/?drop=1")[0] == 502            # the upstream closes early
     assert request(gw.port)[0] == 200                        # nothing is still counted
+
+
+def test_outcomes_per_zone_in_metrics_across_workers(gateway, backend):
+    import re
+
+    zones = ("limit_req_zone $binary_remote_addr zone=slow:1m rate=1r/m; "
+             "limit_conn_zone $binary_remote_addr zone=addr:1m;")
+    gw = gateway(conf(backend, "limit_req zone=slow burst=2 nodelay; limit_conn addr 5;", zones)
+                 .replace("location = /ret", "location = /metrics { metrics; }\n"
+                                             "        location = /ret"))
+    # A new connection each time: both workers decide, in the one shared zone.
+    statuses = [request(gw.port)[0] for _ in range(5)]
+    assert statuses == [200, 200, 200, 429, 429]
+    body = raw_request(gw.port, b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    text = parse_responses(body)[0][2].decode()
+
+    def value(name, **labels):
+        for line in text.splitlines():
+            m = re.fullmatch(r"(\w+)\{(.*)\} (\S+)", line)
+            if m and m.group(1) == name and dict(re.findall(r'(\w+)="([^"]*)"', m.group(2))) == labels:
+                return float(m.group(3))
+        return None
+
+    assert value("fastgw_limit_req_requests_total", zone="slow", outcome="passed") == 3
+    assert value("fastgw_limit_req_requests_total", zone="slow", outcome="rejected") == 2
+    assert value("fastgw_limit_req_requests_total", zone="slow", outcome="delayed") == 0
+    # limit_conn decides after limit_req: the 3 that passed it passed limit_conn too.
+    assert value("fastgw_limit_conn_requests_total", zone="addr", outcome="passed") == 3
+    assert value("fastgw_limit_conn_requests_total", zone="addr", outcome="rejected") == 0
