@@ -66,8 +66,10 @@ def version_text(full):
 @click.option("-V", "version_full", is_flag=True,
               help="show the version, the compiled extensions and library versions, and exit")
 @click.option("-q", "quiet", is_flag=True, help="suppress non-error messages while testing the configuration")
-def main(conf, prefix, directives, test, dump, signal_name, version, version_full, quiet):
-    """fastgw: an HTTP/1.1 reverse proxy and API gateway with nginx's configuration language."""
+def serve(conf, prefix, directives, test, dump, signal_name, version, version_full, quiet):
+    """fastgw: an HTTP/1.1 reverse proxy and API gateway with nginx's configuration language.
+
+    `fastgw top` shows a running instance live (`fastgw top --help`)."""
     from fastgw.config.errors import ConfigError, ConfigErrors
     from fastgw.config.loader import load
 
@@ -145,6 +147,53 @@ def main(conf, prefix, directives, test, dump, signal_name, version, version_ful
         _err(f"[emerg] {exc}")
         sys.exit(1)
     sys.exit(code)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "conf", metavar="FILE", default=None,
+              help=f"configuration file to find the metrics page in (default: {DEFAULT_CONF})")
+@click.option("-p", "prefix", metavar="PREFIX", default=None,
+              help="prefix for relative paths (default: the current directory)")
+@click.option("--url", metavar="URL", default=None,
+              help="the metrics page, e.g. http://127.0.0.1:8080/metrics (default: the first "
+                   "location with `metrics` in the configuration)")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="seconds between two refreshes (and between the two scrapes of --once)")
+@click.option("--once", is_flag=True, help="print the view once, as plain text, and exit")
+def top(conf, prefix, url, interval, once):
+    """Live view of a running fastgw: requests/s, status mix, p50/p99, upstream queues and
+    peers, rejections by reason, workers."""
+    from fastgw.observe.top import metrics_url, run
+
+    if url is None:
+        from fastgw.config.errors import ConfigError, ConfigErrors
+        from fastgw.config.loader import load
+
+        prefix = os.path.abspath(prefix or os.getcwd())
+        path = os.path.abspath(os.path.join(prefix, conf or DEFAULT_CONF))
+        try:
+            url = metrics_url(load(path, prefix))
+        except (ConfigErrors, ConfigError) as exc:
+            errors = exc.errors if isinstance(exc, ConfigErrors) else [exc]
+            for error in errors:
+                _err(f"[emerg] {error}")
+            sys.exit(1)
+        if url is None:
+            _err(f"[error] no location with `metrics` in {path}: add one, or give --url")
+            sys.exit(1)
+    try:
+        sys.exit(run(url, interval, once))
+    except OSError as exc:
+        _err(f"[error] cannot read {url}: {getattr(exc, 'reason', exc)}")
+        sys.exit(1)
+
+
+def main(argv=None):
+    """The `fastgw` command: `fastgw top ...` for the live view, else nginx's command line."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["top"]:
+        return top(args=args[1:], prog_name="fastgw top")
+    return serve(args=args, prog_name="fastgw")
 
 
 if __name__ == "__main__":

@@ -244,7 +244,9 @@ cdef class Stats:
                 out["status"][i] = n
         for w in range(self.workers):
             out["workers"].append({"up": self.cell(w, C_UP), "pid": self.cell(w, C_PID),
-                                   "heartbeat_ms": self.cell(w, C_HEARTBEAT)})
+                                   "heartbeat_ms": self.cell(w, C_HEARTBEAT),
+                                   "active": self.cell(w, C_ACTIVE),
+                                   "requests": self.cell(w, C_REQUESTS)})
         for u in range(len(self.peer_counts)):
             at = self.upstream_offsets[u]
             up = {"queue_depth": self.total(at, r),

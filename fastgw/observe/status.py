@@ -119,11 +119,21 @@ class _Collector:
         yield from families.values()
         up = GaugeMetricFamily("fastgw_worker_up", "1 while the worker slot has a live worker.",
                                labels=["worker"])
+        conns = GaugeMetricFamily("fastgw_worker_connections",
+                                  "Client connections open in the worker slot's worker.",
+                                  labels=["worker"])
+        reqs = CounterMetricFamily("fastgw_worker_requests",
+                                   "Requests the worker slot's current worker has begun.",
+                                   labels=["worker"])
         now_ms = time.time() * 1000
         for i, w in enumerate(s["workers"]):
             alive = w["up"] and now_ms - w["heartbeat_ms"] < HEARTBEAT_STALE * 1000
             up.add_metric([str(i)], 1 if alive else 0)
+            conns.add_metric([str(i)], w.get("active", 0))
+            reqs.add_metric([str(i)], w.get("requests", 0))
         yield up
+        yield conns
+        yield reqs
 
 
 def metrics_renderer(stats, zones):

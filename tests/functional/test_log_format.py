@@ -2,6 +2,7 @@
 
 import http.client
 import json
+import re
 import signal
 import time
 
@@ -139,3 +140,31 @@ def test_several_logs_at_one_level_and_buffered_flush(gateway, backend):
     gw.kill(signal.SIGQUIT)
     gw.proc.wait(15)
     assert lines(gw, "short.log") == ["200 /one"]
+
+
+def test_error_log_levels_per_location(gateway):
+    dead = free_port()
+    gw = gateway(f"""
+        error_log logs/error.log notice;
+        events {{ }}
+        http {{
+            access_log off;
+            upstream gone {{ server 127.0.0.1:{dead}; }}
+            server {{
+                listen 127.0.0.1:{{port}};
+                location /quiet {{ proxy_pass http://gone; error_log logs/quiet.log crit; }}
+                location /loud {{ proxy_pass http://gone; error_log logs/loud.log info; }}
+                location / {{ proxy_pass http://gone; }}
+            }}
+        }}""")
+    for path in ("/quiet", "/loud", "/main"):
+        assert get(gw.port, path)[0] == 502
+    time.sleep(0.2)
+    # connect() failed is an [error] line: below crit, within info and notice.
+    assert lines(gw, "quiet.log") == []
+    loud = lines(gw, "loud.log")
+    assert len(loud) == 1 and "[error]" in loud[0] and '"GET /loud HTTP/1.1"' in loud[0]
+    assert re.match(r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[error\] \d+#\d+: \*\d+ connect\(\) failed",
+                    loud[0])
+    main = [line for line in lines(gw, "error.log") if "connect() failed" in line]
+    assert len(main) == 1 and '"GET /main HTTP/1.1"' in main[0]
