@@ -271,6 +271,7 @@ def status_pages(stats, zones):
 
 def build_listeners(config, rt, sockets, logs, access_logs, pools, tables=None):
     """One Listener per socket: ``sockets`` is a list of ``(Listen, socket)`` for this worker."""
+    proxy.set_maps(config.http.maps)
     servers = [(conf, build_server(conf, pools, logs, access_logs, tables))
                for conf in config.http.servers]
 

@@ -365,7 +365,47 @@ cdef bytes variable(int code, bytes arg, Request r, Downstream ds):
         return b""
     if code >= V.UPSTREAM_ADDR and code <= V.UPSTREAM_RESPONSE_TIME:
         return _upstream_variable(code, r.upstream_tries)
+    if code == V.MAP:
+        return _map_value(arg, r, ds)
     return b""
+
+
+# map blocks by variable name: (source parts, {value: parts}, ((regex, parts), ...),
+# default parts); set by fastgw.runtime for the worker's configuration.
+cdef dict _MAPS = {}
+cdef int _map_depth = 0
+
+
+def set_maps(dict maps):
+    """Install the worker's ``map`` blocks (fastgw.config.model.Map by name)."""
+    global _MAPS
+    _MAPS = {name.encode("ascii"): (m.source.parts, {k: v.parts for k, v in m.exact.items()},
+                                    tuple((rx, v.parts) for rx, v in m.regexes), m.default.parts)
+             for name, m in maps.items()}
+
+
+cdef bytes _map_value(bytes name, Request r, Downstream ds):
+    """nginx's map: exact values first, then the regexes in order, else the default."""
+    global _map_depth
+    cdef tuple m = _MAPS.get(name)
+    cdef object parts
+    cdef bytes source
+    if m is None or _map_depth > 8:
+        return b""  # (maps that refer to each other in a loop end here)
+    _map_depth += 1
+    try:
+        source = render(<tuple>m[0], r, ds)
+        parts = (<dict>m[1]).get(source)
+        if parts is None:
+            for item in <tuple>m[2]:
+                if (<tuple>item)[0].search(source) is not None:
+                    parts = (<tuple>item)[1]
+                    break
+            else:
+                parts = m[3]
+        return render(<tuple>parts, r, ds)
+    finally:
+        _map_depth -= 1
 
 
 cdef bytes _upstream_variable(int code, list tries):

@@ -392,7 +392,13 @@ DIRECTIVES = [
               "when its line sets `max_fails`). `backup`: used only when no primary peer can "
               "serve (round robin and least_conn). `down`: never used.",
               block=True),
-    _planned("map", {HTTP}, (2, 2), "#8", "Map one variable's value to another."),
+    Directive("map", frozenset({HTTP}), (2, 2),
+              "`map SOURCE $NAME { [default VALUE;] [STRING VALUE;] [~REGEX VALUE;] "
+              "[~*REGEX VALUE;] }`: `$NAME` is VALUE for the first entry that matches SOURCE "
+              "(variables allowed): exact strings first, then regexes in order (`~*`: "
+              "case-insensitive), else the default (empty when not given). Values may use "
+              "variables. E.g. `map $status $loggable { ~^[23] 0; default 1; }` with "
+              "`access_log ... if=$loggable`.", block=True),
     Directive("limit_req_zone", frozenset({HTTP}), (2, 6),
               "`limit_req_zone KEY zone=NAME:SIZE rate=Nr/s|Nr/m`: a shared-memory zone of "
               "request rates per KEY (variables, e.g. `$binary_remote_addr`), exact across "

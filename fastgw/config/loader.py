@@ -14,10 +14,10 @@ import socket
 from . import directives as D
 from . import units
 from .errors import ConfigError, ConfigErrors
-from .model import (Config, Http, Listen, Location, ProxyPass, Return, Server, Settings,
+from .model import (Config, Http, Listen, Location, Map, ProxyPass, Return, Server, Settings,
                     Upstream, UpstreamServer)
 from .reader import read_file, read_string
-from .variables import VariableError, compile_template
+from .variables import MAP, SIMPLE, VariableError, compile_template, map_variables
 
 INHERITED = [d for d in D.DIRECTIVES if d.inherit and not d.planned]
 REDIRECT_CODES = (301, 302, 303, 307, 308)
@@ -184,7 +184,12 @@ class _Builder:
 
         http = Http()
         if https:
-            http = self.build_http(https[0], error_log)
+            # Variables that `map` blocks define are known everywhere in http, as in
+            # nginx, wherever the block stands.
+            names = [b.args[1][1:] for b in https[0].block or []
+                     if b.name == "map" and len(b.args) == 2 and b.args[1].startswith("$")]
+            with map_variables(names):
+                http = self.build_http(https[0], error_log)
         return Config(
             path=self.path,
             prefix=self.prefix,
@@ -237,8 +242,61 @@ class _Builder:
                             f"a duplicate default server for {listen.host}:{listen.port}",
                             listen.file, listen.line))
                     defaults.add(listen.address)
+        maps = {}
+        for b in blocks:
+            if b.name == "map":
+                m = self.build_map(b)
+                if m is None:
+                    continue
+                if m.name in maps or m.name in SIMPLE:
+                    self.err(b, f'the duplicate "{m.name}" variable')
+                    continue
+                maps[m.name] = m
         return Http(upstreams=upstreams, servers=tuple(servers), limit_zones=self.limit_zones(),
-                    log_formats=self.log_formats(values.get("log_format", [])))
+                    log_formats=self.log_formats(values.get("log_format", [])), maps=maps)
+
+    def build_map(self, node):
+        """``map SOURCE $NAME { ... }`` -> Map (None after an error, recorded)."""
+        source, target = node.args
+        if not target.startswith("$") or not re.fullmatch(r"\$[A-Za-z0-9_]+", target):
+            self.err(node, f'invalid variable name "{target}"')
+            return None
+        name = target[1:]
+        try:
+            src = compile_template(source)
+        except VariableError as exc:
+            self.err(node, str(exc))
+            return None
+        if (MAP, name.encode("ascii")) in src.parts:
+            self.err(node, f'the "{name}" variable maps itself')
+            return None
+        exact, regexes, default = {}, [], compile_template("")
+        for entry in node.block or []:
+            if entry.block is not None or len(entry.args) != 1:
+                if entry.name == "volatile" and not entry.args and entry.block is None:
+                    continue  # nginx: do not cache; fastgw never caches map values
+                self.err(entry, f'invalid number of the map parameters')
+                continue
+            try:
+                value = compile_template(entry.args[0])
+            except VariableError as exc:
+                self.err(entry, str(exc))
+                continue
+            key = entry.name
+            if key == "default":
+                default = value
+            elif key.startswith("~"):
+                flags = re.IGNORECASE if key.startswith("~*") else 0
+                pattern = key[2:] if flags else key[1:]
+                try:
+                    regexes.append((re.compile(pattern.encode("utf-8"), flags), value))
+                except re.error as exc:
+                    self.err(entry, f'invalid regex "{pattern}": {exc}')
+            else:
+                if key.startswith("\\"):
+                    key = key[1:]  # nginx: a leading backslash escapes "~" or "default"
+                exact[key.encode("utf-8")] = value
+        return Map(name, src, exact, tuple(regexes), default)
 
     def log_formats(self, formats):
         """The log formats by name; every access_log must name one (or ``combined``)."""

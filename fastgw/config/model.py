@@ -209,6 +209,20 @@ class Http:
     servers: tuple = ()
     limit_zones: dict = field(default_factory=dict)
     log_formats: dict = field(default_factory=dict)
+    maps: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Map:
+    """``map SOURCE $NAME { ... }``: ``source`` a Template; ``exact`` {bytes: Template};
+    ``regexes`` ((compiled bytes pattern, Template), ...) tried in order after the exact
+    values; ``default`` a Template (empty when not given), as nginx's map."""
+
+    name: str
+    source: object
+    exact: dict
+    regexes: tuple
+    default: object
 
 
 @dataclass(frozen=True)

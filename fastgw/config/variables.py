@@ -17,8 +17,8 @@ HOST, REMOTE_ADDR, REMOTE_PORT, PROXY_HOST, PROXY_PORT, PROXY_ADD_X_FORWARDED_FO
     HTTP, ARG, COOKIE, REQUEST, BINARY_REMOTE_ADDR, LIMIT_REQ_STATUS, LIMIT_CONN_STATUS, \
     STATUS, BODY_BYTES_SENT, BYTES_SENT, REQUEST_TIME, REQUEST_LENGTH, QUEUE_TIME, TIME_LOCAL, \
     TIME_ISO8601, REMOTE_USER, UPSTREAM_ADDR, UPSTREAM_STATUS, UPSTREAM_CONNECT_TIME, \
-    UPSTREAM_HEADER_TIME, UPSTREAM_RESPONSE_TIME, \
-    = range(43)
+    UPSTREAM_HEADER_TIME, UPSTREAM_RESPONSE_TIME, MAP, \
+    = range(44)
 
 SIMPLE = {
     "host": HOST, "remote_addr": REMOTE_ADDR, "remote_port": REMOTE_PORT,
@@ -67,8 +67,31 @@ class Template:
         return [p for p in _VAR.findall(self.source)]
 
 
+# Names of the variables that `map` blocks define in the configuration being loaded
+# (the loader sets it before it compiles anything, see map_variables).
+_MAPPED = frozenset()
+
+
+class map_variables:
+    """``with map_variables(names):`` templates compiled inside may use ``$name`` for each
+    variable a ``map`` block defines (nginx knows them wherever the block stands)."""
+
+    def __init__(self, names):
+        self.names = frozenset(names)
+
+    def __enter__(self):
+        global _MAPPED
+        self.saved, _MAPPED = _MAPPED, self.names
+
+    def __exit__(self, *exc):
+        global _MAPPED
+        _MAPPED = self.saved
+
+
 def variable_ref(name):
     """``(code, arg)`` for a variable name without ``$``; ValueError if fastgw has no such variable."""
+    if name in _MAPPED:
+        return (MAP, name.encode("ascii"))
     if name in SIMPLE:
         return (SIMPLE[name], b"")
     for prefix, code in PREFIXED.items():

@@ -168,3 +168,17 @@ def test_error_log_levels_per_location(gateway):
                     loud[0])
     main = [line for line in lines(gw, "error.log") if "connect() failed" in line]
     assert len(main) == 1 and '"GET /main HTTP/1.1"' in main[0]
+
+
+def test_map_drives_what_is_logged_and_how(gateway, backend):
+    formats = ("map $status $loggable { ~^[23] 0; default 1; }\n"
+               "map $http_user_agent $client { default human; ~*bot robot-$uri; curl/8 tool; }\n"
+               "log_format m '$status $client';")
+    gw = gateway(conf(backend, formats, "access_log logs/m.log m buffer=0 if=$loggable;"))
+    assert get(gw.port, "/ok")[0] == 200
+    assert get(gw.port, "/gone?status=404", {"User-Agent": "GoogleBot/2"})[0] == 404
+    assert get(gw.port, "/err?status=500", {"User-Agent": "curl/8"})[0] == 500
+    assert get(gw.port, "/x?status=503", {"User-Agent": "Mozilla"})[0] == 503
+    wait_until(lambda: len(lines(gw, "m.log")) >= 3, timeout=5, message="three lines")
+    time.sleep(0.2)
+    assert lines(gw, "m.log") == ["404 robot-/gone", "500 tool", "503 human"]

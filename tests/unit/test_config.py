@@ -247,7 +247,7 @@ VALID = [
 # Implemented directives whose forms have their own tests below.
 STRUCTURAL = {
     "events", "http", "upstream", "server", "location", "listen", "server_name", "proxy_pass",
-    "return", "stub_status", "metrics",
+    "return", "stub_status", "metrics", "map",
 }
 
 
@@ -676,6 +676,42 @@ def test_a_bad_server_line_is_the_only_error(tmp_path):
                 tail="location /o { proxy_pass http://other; }")
     assert_one_error(errors_of(tmp_path, text), 'invalid parameter "max_fails=-1"',
                      tmp_path / "fastgw.conf", line_of(text, "# here"))
+
+
+def test_map_blocks(tmp_path):
+    # The log format uses $kind before the map that defines it: nginx allows it.
+    text = conf(http="log_format m '$kind';\n"
+                     "map $http_user_agent $kind {\n"
+                     "    default     other;\n"
+                     "    curl/8      exact;\n"
+                     "    ~*bot       robot-$uri;\n"
+                     "    \\default  escaped;\n"
+                     "    volatile;\n"
+                     "}")
+    m = load_text(tmp_path, text).http.maps["kind"]
+    assert m.source.source == "$http_user_agent"
+    assert set(m.exact) == {b"curl/8", b"default"}
+    assert m.default.source == "other"
+    assert [(rx.pattern, v.source) for rx, v in m.regexes] == [(b"bot", "robot-$uri")]
+    assert m.regexes[0][0].search(b"GoogleBOT")
+
+
+@pytest.mark.parametrize("block, message", [
+    ("map $uri kind { default 1; }  # here", 'invalid variable name "kind"'),
+    ("map $uri $status { default 1; }  # here", 'the duplicate "status" variable'),
+    ("map $uri $k { default 1; }\nmap $args $k { default 2; }  # here", 'the duplicate "k" variable'),
+    ("map $k $k { default 1; }  # here", 'the "k" variable maps itself'),
+    ("map $uri $k {\n    ~[ 1;  # here\n}", 'invalid regex "["'),
+    ("map $uri $k {\n    a b c;  # here\n}", "invalid number of the map parameters"),
+    ("map $uri $k {\n    a $nope;  # here\n}", 'unknown "nope" variable'),
+    ("map $nope $k { default 1; }  # here", 'unknown "nope" variable'),
+])
+def test_map_errors(tmp_path, block, message):
+    text = conf(http=block)
+    errors = errors_of(tmp_path, text)
+    assert [e.message for e in errors] == [message] or any(message in e.message for e in errors), \
+        [e.message for e in errors]
+    assert any(e.line == line_of(text, "# here") for e in errors if message in e.message)
 
 
 def test_proxy_next_upstream_errors(tmp_path):
