@@ -103,22 +103,17 @@ NEXT_UPSTREAM_BITS = {
 }
 
 
-cdef inline int _status_bit(int status):
-    if status == 500:
-        return NU_HTTP_500
-    if status == 502:
-        return NU_HTTP_502
-    if status == 503:
-        return NU_HTTP_503
-    if status == 504:
-        return NU_HTTP_504
-    if status == 403:
-        return NU_HTTP_403
-    if status == 404:
-        return NU_HTTP_404
-    if status == 429:
-        return NU_HTTP_429
-    return 0
+# Status -> its proxy_next_upstream bit (http_500 -> 500: NU_HTTP_500, ...).
+cdef dict _STATUS_BITS = {int(name[5:]): bit for name, bit in NEXT_UPSTREAM_BITS.items()
+                          if name.startswith("http_")}
+cdef int NU_ANY_STATUS = sum(_STATUS_BITS.values())
+
+
+cdef inline int _status_bit(int status, int conditions):
+    """``status``'s bit when ``conditions`` (a location's next_upstream) name it, else 0."""
+    if not (conditions & NU_ANY_STATUS):
+        return 0  # the default (error timeout): no lookup per response
+    return conditions & <int>_STATUS_BITS.get(status, 0)
 
 
 cdef inline bint _non_idempotent(bytes method):
@@ -2228,8 +2223,8 @@ cdef class UpstreamConn:
         r.upstream_status = status
         self.record[1] = status
         self.record[3] = self.loop.time() - self.started
-        bit = _status_bit(status)
-        if bit and (r.location.next_upstream & bit):
+        bit = _status_bit(status, r.location.next_upstream)
+        if bit:
             self.status_failed = bool(bit & NU_FAILING_STATUS)
             self.retry_peer = self.ds._next_peer(r, self.pool, self.peer, bit, True)
             if self.retry_peer is not None:

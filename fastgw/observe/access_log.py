@@ -21,10 +21,12 @@ from .files import close_log, open_log
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-class _TimeLocal:
-    """``$time_local`` (``29/Nov/2026:08:00:00 +0000``), formatted once per second."""
+class _PerSecond:
+    """A time text formatted at most once per second by ``fmt(struct_time, offset)``, where
+    ``offset`` is ``(sign, hours, minutes)`` from UTC."""
 
-    def __init__(self):
+    def __init__(self, fmt):
+        self._fmt = fmt
         self._second = -1
         self._text = b""
 
@@ -32,41 +34,20 @@ class _TimeLocal:
         second = int(now)
         if second != self._second:
             t = time.localtime(second)
-            off = t.tm_gmtoff
-            sign = "+" if off >= 0 else "-"
-            off = abs(off) // 60
-            self._text = (
-                f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
-                f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} {sign}{off // 60:02d}{off % 60:02d}"
-            ).encode()
+            off = abs(t.tm_gmtoff) // 60
+            self._text = self._fmt(t, ("+" if t.tm_gmtoff >= 0 else "-", off // 60, off % 60)
+                                   ).encode()
             self._second = second
         return self._text
 
 
-TIME_LOCAL = _TimeLocal()
-
-
-class _TimeISO:
-    """``$time_iso8601`` (``2026-11-29T08:00:00+00:00``), formatted once per second."""
-
-    def __init__(self):
-        self._second = -1
-        self._text = b""
-
-    def get(self, now):
-        second = int(now)
-        if second != self._second:
-            t = time.localtime(second)
-            off = t.tm_gmtoff
-            sign = "+" if off >= 0 else "-"
-            off = abs(off) // 60
-            self._text = (f"{time.strftime('%Y-%m-%dT%H:%M:%S', t)}"
-                          f"{sign}{off // 60:02d}:{off % 60:02d}").encode()
-            self._second = second
-        return self._text
-
-
-TIME_ISO8601 = _TimeISO()
+# $time_local: 29/Nov/2026:08:00:00 +0000
+TIME_LOCAL = _PerSecond(lambda t, o: f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
+                                     f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} "
+                                     f"{o[0]}{o[1]:02d}{o[2]:02d}")
+# $time_iso8601: 2026-11-29T08:00:00+00:00
+TIME_ISO8601 = _PerSecond(lambda t, o: f"{time.strftime('%Y-%m-%dT%H:%M:%S', t)}"
+                                       f"{o[0]}{o[1]:02d}:{o[2]:02d}")
 
 
 def escape(value):
