@@ -26,6 +26,8 @@ cdef class Peer:
     # The upstream has a health_check: the check's verdict applies.
     cdef public bint checked
     cdef public str address
+    # `address` as bytes, for $upstream_addr.
+    cdef public bytes address_bytes
     cdef public int index
     cdef public int current_weight
     cdef public int effective_weight

@@ -109,6 +109,7 @@ cdef class Peer:
         self.down = down
         self.checked = checked
         self.address = address or f"{host}:{port}"
+        self.address_bytes = self.address.encode("ascii")
         self.index = index
         self.current_weight = 0
         self.effective_weight = weight

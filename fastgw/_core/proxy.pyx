@@ -1910,7 +1910,7 @@ cdef class UpstreamConn:
         r.upstream = self
         r.upstream_addr = self.peer.address
         # $upstream_*: a connection from the pool was connected in no time.
-        self.record = [self.peer.address.encode(), 0, -1.0 if self.transport is None else 0.0,
+        self.record = [self.peer.address_bytes, 0, -1.0 if self.transport is None else 0.0,
                        -1.0, -1.0]
         if r.upstream_tries is None:
             r.upstream_tries = [self.record]
