@@ -6,6 +6,7 @@ Messages go to standard error in nginx's words, so scripts written for nginx
 read them the same way.
 """
 
+import http.client
 import os
 import platform
 import sys
@@ -165,6 +166,7 @@ def top(conf, prefix, url, interval, once):
     peers, rejections by reason, workers."""
     from fastgw.observe.top import metrics_url, run
 
+    host = None
     if url is None:
         from fastgw.config.errors import ConfigError, ConfigErrors
         from fastgw.config.loader import load
@@ -172,19 +174,23 @@ def top(conf, prefix, url, interval, once):
         prefix = os.path.abspath(prefix or os.getcwd())
         path = os.path.abspath(os.path.join(prefix, conf or DEFAULT_CONF))
         try:
-            url = metrics_url(load(path, prefix))
+            found = metrics_url(load(path, prefix))
         except (ConfigErrors, ConfigError) as exc:
             errors = exc.errors if isinstance(exc, ConfigErrors) else [exc]
             for error in errors:
                 _err(f"[emerg] {error}")
             sys.exit(1)
-        if url is None:
+        if found is None:
             _err(f"[error] no location with `metrics` in {path}: add one, or give --url")
             sys.exit(1)
+        url, host = found
     try:
-        sys.exit(run(url, interval, once))
+        sys.exit(run(url, interval, once, host=host))
     except OSError as exc:
         _err(f"[error] cannot read {url}: {getattr(exc, 'reason', exc)}")
+        sys.exit(1)
+    except (ValueError, http.client.HTTPException) as exc:
+        _err(f"[error] cannot use {url}: {exc}")
         sys.exit(1)
 
 

@@ -166,7 +166,8 @@ cdef class Stats:
         self._observe(<int>self.upstream_offsets[upstream] + 1 + HIST_CELLS, seconds)
 
     cdef void observe_queue(self, int upstream, double seconds):
-        """A request waited ``seconds`` in ``upstream``'s queue (0 when it did not wait)."""
+        """A request left ``upstream``'s queue after ``seconds``: served, timed out, or its
+        client gone (requests that never queued are not counted)."""
         self._observe(<int>self.upstream_offsets[upstream] + 1 + 2 * HIST_CELLS, seconds)
 
     cdef void _observe(self, int at, double seconds):

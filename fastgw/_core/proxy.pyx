@@ -349,7 +349,8 @@ cdef bytes variable(int code, bytes arg, Request r, Downstream ds):
     if code == V.REQUEST_TIME:
         return b"%.3f" % (ds.loop.time() - r.start)
     if code == V.REQUEST_LENGTH:
-        return b"%d" % (r.head_size + r.body_received)
+        # Request line, header fields and the blank line, then the body (nginx).
+        return b"%d" % (len(r.request_line or b"") + 2 + r.head_size + 2 + r.body_received)
     if code == V.QUEUE_TIME:
         return b"%.3f" % r.queue_time
     if code == V.TIME_LOCAL:
@@ -732,19 +733,12 @@ cdef class Downstream:
                 data = data[offset:]
 
     def eof_received(self):
-        # A half-closed client may still read the response to a request being
-        # served (HTTP/1.0 clients do this); otherwise there is nothing to wait
-        # for: a partial head can never be completed after FIN.
-        if self.current is None:
-            self._close()
-            return False
-        if self.current.queue_handle >= 0:
-            # A client that closed while queued: it leaves the queue at once
-            # (connection_lost logs the 499).
-            self._close()
-            return False
-        self.no_more_requests = True
-        return True
+        # The client closed its side: as nginx (no proxy_ignore_client_abort), a
+        # request still in progress is abandoned, its upstream work stopped, and
+        # connection_lost logs it 499. A body it promised can never arrive, nor
+        # can the rest of a partial head.
+        self._close()
+        return False
 
     def connection_lost(self, exc):
         cdef Request r
@@ -1470,6 +1464,8 @@ cdef class Downstream:
             return
         pool = r.location.pool
         pool.queue.remove(r.queue_handle, r)
+        r.queue_time = self.loop.time() - r.queued_at
+        self.rt.stats.observe_queue(pool.index, r.queue_time)
         self.rt.stats.queue_depth(pool.index, pool.queue.depth)
         pool.paused_waiters.discard(r)
         r.queue_handle = -1
@@ -2157,6 +2153,7 @@ cdef class UpstreamConn:
         if self.resp_until_close and self.head_sent:
             # The response was delimited by the close (RFC 9112 §6.3 rule 8).
             if self.client_chunked:
+                r.bytes_sent += len(CHUNK_END)
                 self.out.append(CHUNK_END)
             self._flush()
             self.resp_keep = False
@@ -2314,7 +2311,10 @@ cdef class UpstreamConn:
             return
         self.req.bytes_sent += len(chunk)
         if self.client_chunked:
-            self.out.append(b"%x\r\n" % len(chunk))
+            line = b"%x\r\n" % len(chunk)
+            # What went on the wire, framing included (nginx counts its chunked output).
+            self.req.bytes_sent += len(line) + 2
+            self.out.append(line)
             self.out.append(chunk)
             self.out.append(CRLF)
         else:
@@ -2331,6 +2331,7 @@ cdef class UpstreamConn:
             return
         self.resp_keep = self.parser.should_keep_alive()
         if self.client_chunked:
+            self.req.bytes_sent += len(CHUNK_END)
             self.out.append(CHUNK_END)
         self.resp_done = True
 
@@ -2349,8 +2350,7 @@ cdef class UpstreamConn:
         cdef Request r = self.req
         cdef Downstream ds = self.ds
         cdef bint reuse
-        self.record[4] = self.loop.time() - self.started
-        self.rt.stats.observe(self.pool.index, self.record[4])
+        self._end_try()
         self._account(r, ds, not self.status_failed)
         self._detach()
         if self.reading_paused and self.transport is not None:
@@ -2384,6 +2384,11 @@ cdef class UpstreamConn:
         self.ds = None
         self.sending = False
 
+    cdef _end_try(self):
+        """This try is over, however it ended: its response time, in the log and metrics."""
+        self.record[4] = self.loop.time() - self.started
+        self.rt.stats.observe(self.pool.index, self.record[4])
+
     cdef _account(self, Request r, Downstream ds, bint ok):
         """Passive health (max_fails): the outcome of this try on the peer."""
         if ok:
@@ -2405,7 +2410,7 @@ cdef class UpstreamConn:
         cdef Peer nxt = self.retry_peer
         cdef UpstreamPool pool = self.pool
         self.retry_peer = None
-        self.record[4] = self.loop.time() - self.started
+        self._end_try()
         self._account(r, ds, not self.status_failed)
         self._detach()
         self.close()
@@ -2429,7 +2434,7 @@ cdef class UpstreamConn:
         if self.record is not None:
             if not self.record[1]:
                 self.record[1] = status  # nginx logs 502/504 for a try without a response
-            self.record[4] = self.loop.time() - self.started
+            self._end_try()
         self._detach()
         self.close()
         if (lost and not self.head_sent and self.reused and not self.got_bytes and not r.retried

@@ -43,6 +43,8 @@ SIMPLE = {
 PREFIXED = {"http_": HTTP, "arg_": ARG, "cookie_": COOKIE}
 
 _VAR = re.compile(r"\$(?:\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
+# "${" not followed by a name and "}": an error, as in nginx.
+_BAD_BRACE = re.compile(r"\$\{(?![A-Za-z0-9_]+\})([A-Za-z0-9_]*)")
 
 
 class VariableError(ValueError):
@@ -111,6 +113,11 @@ def compile_template(text):
     does at start.
     A ``$`` not followed by a name is kept literally.
     """
+    bad = _BAD_BRACE.search(text)
+    if bad:
+        # nginx refuses "${status" and "${}" rather than writing them literally.
+        raise VariableError(f'invalid variable name in "{text}"' if bad.group(1) == "" else
+                            f'the closing bracket in "{bad.group(1)}" variable is missing')
     parts, pos = [], 0
     for m in _VAR.finditer(text):
         if m.start() > pos:

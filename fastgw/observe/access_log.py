@@ -112,11 +112,11 @@ def _safe(value):
 
 
 def combined(remote_addr, request_line, status, body_bytes_sent, referer, user_agent, now):
-    """One ``combined`` line (bytes, with newline). Empty header values print as ``-``."""
+    """One ``combined`` line (bytes, with newline). Empty values print as ``-`` (nginx)."""
     return b'%s - - [%s] "%s" %d %d "%s" "%s"\n' % (
         remote_addr,
         TIME_LOCAL.get(now),
-        _safe(request_line),
+        _safe(request_line) if request_line else b"-",
         status,
         body_bytes_sent,
         _safe(referer) if referer else b"-",

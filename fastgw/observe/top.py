@@ -42,10 +42,22 @@ class Sample:
         return dict(out)
 
 
-def scrape(url, timeout=5.0):
-    """Fetch and parse the metrics page at ``url`` (raises OSError when unreachable)."""
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return Sample(resp.read().decode("utf-8", "replace"), time.monotonic())
+def scrape(url, timeout=5.0, host=None):
+    """Fetch and parse the metrics page at ``url``, sent with ``Host: host`` when given.
+
+    Raises OSError when unreachable, ValueError when the page is not Prometheus text
+    with fastgw's metrics.
+    """
+    req = urllib.request.Request(url, headers={"Host": host} if host else {})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        text = resp.read().decode("utf-8", "replace")
+    try:
+        sample = Sample(text, time.monotonic())
+    except ValueError as exc:
+        raise ValueError(f"{url} is not fastgw's metrics page ({exc})") from None
+    if "fastgw_worker_up" not in sample.values:
+        raise ValueError(f"{url} is not fastgw's metrics page")
+    return sample
 
 
 def quantile(q, buckets):
@@ -166,26 +178,27 @@ def render(s, url):
     return Group(head, mix, rej, ups, workers)
 
 
-def run(url, interval=1.0, once=False, width=None):
+def run(url, interval=1.0, once=False, width=None, host=None):
     """Show the view: refresh every ``interval`` seconds until ^C, or print it once
-    (plain text, two scrapes ``interval`` apart) with ``once``. Returns an exit status."""
+    (plain text, two scrapes ``interval`` apart) with ``once``; ``host``: the Host header
+    the page needs (a name-based server). Returns an exit status."""
     from rich.console import Console
     from rich.live import Live
 
     console = Console(width=width) if not once else Console(width=width or 120,
                                                             force_terminal=False,
                                                             color_system=None)
-    before = scrape(url)
+    before = scrape(url, host=host)
     if once:
         time.sleep(interval)
-        console.print(render(summary(before, scrape(url)), url))
+        console.print(render(summary(before, scrape(url, host=host)), url))
         return 0
     with Live(render(summary(before, before), url), console=console,
               refresh_per_second=4) as live:
         try:
             while True:
                 time.sleep(interval)
-                after = scrape(url)
+                after = scrape(url, host=host)
                 live.update(render(summary(before, after), url))
                 before = after
         except KeyboardInterrupt:
@@ -193,10 +206,18 @@ def run(url, interval=1.0, once=False, width=None):
 
 
 def metrics_url(config):
-    """``http://HOST:PORT/PATH`` of the first ``metrics`` location in ``config``, or None."""
+    """``(http://HOST:PORT/PATH, Host header or None)`` of the first exact or prefix
+    ``metrics`` location in ``config`` (a regex one has no single path), or None.
+
+    The Host header is the server's first plain name, so that a name-based server is
+    reached whichever server is the default one for the address.
+    """
     for server in config.http.servers:
         for loc in server.locations:
-            if loc.status_page == "metrics" and server.listens:
+            if (loc.status_page == "metrics" and server.listens
+                    and loc.modifier in ("", "=", "^~") and loc.pattern.startswith("/")):
+                names = [n for n in server.names if n and not n.startswith(("~", "*", "."))
+                         and "*" not in n]
                 listen = server.listens[0]
                 host = listen.host
                 if host in ("", "*", "0.0.0.0"):
@@ -205,5 +226,5 @@ def metrics_url(config):
                     host = "[::1]"
                 elif ":" in host and not host.startswith("["):
                     host = f"[{host}]"
-                return f"http://{host}:{listen.port}{loc.pattern}"
+                return f"http://{host}:{listen.port}{loc.pattern}", (names[0] if names else None)
     return None

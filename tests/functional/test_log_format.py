@@ -4,6 +4,7 @@ import http.client
 import json
 import re
 import signal
+import socket
 import time
 
 from fastgw.testing.harness import free_port, wait_until
@@ -182,3 +183,49 @@ def test_map_drives_what_is_logged_and_how(gateway, backend):
     wait_until(lambda: len(lines(gw, "m.log")) >= 3, timeout=5, message="three lines")
     time.sleep(0.2)
     assert lines(gw, "m.log") == ["404 robot-/gone", "500 tool", "503 human"]
+
+
+def raw(port, data, close_after=None, shut=False):
+    """Send ``data``; then close (after ``close_after`` s) or read to the end. Returns bytes."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(data)
+    if close_after is not None:
+        time.sleep(close_after)
+        if shut:
+            s.shutdown(socket.SHUT_WR)
+            time.sleep(0.2)
+        s.close()
+        return b""
+    out = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        out += chunk
+    s.close()
+    return out
+
+
+def test_a_client_that_leaves_is_logged_499_at_once(gateway, backend):
+    fmt = "log_format s '$status $uri $request_time';"
+    gw = gateway(conf(backend, fmt, "access_log logs/s.log s buffer=0;"))
+    # Gone while the upstream works (a FIN, as nginx sees it: no proxy_ignore_client_abort).
+    raw(gw.port, b"GET /slow?latency=1500 HTTP/1.1\r\nHost: t\r\n\r\n", close_after=0.2, shut=True)
+    # Gone before sending the body it promised.
+    raw(gw.port, b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n", close_after=0.1)
+    got = wait_until(lambda: len(lines(gw, "s.log")) == 2 and lines(gw, "s.log"), timeout=1.5,
+                     message="both logged at once")
+    assert sorted(line.split(" ")[:2] for line in got) == [["499", "/echo"], ["499", "/slow"]]
+    assert all(float(line.split(" ")[2]) < 1.0 for line in got)
+    assert "client timed out" not in gw.error_log()
+
+
+def test_request_length_and_bytes_sent_count_what_crossed_the_wire(gateway, backend):
+    fmt = "log_format n '$request_length $bytes_sent $body_bytes_sent';"
+    gw = gateway(conf(backend, fmt, "access_log logs/n.log n buffer=0;"))
+    req = b"GET /c?size=1000&chunked=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    out = raw(gw.port, req)
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    line = wait_until(lambda: lines(gw, "n.log"), timeout=5, message="the line")[0]
+    assert line.split(" ") == [str(len(req)), str(len(out)), str(len(body))]

@@ -71,3 +71,37 @@ def test_top_says_what_is_wrong_when_it_cannot_read(tmp_path):
         "events {}\nhttp { server { listen 127.0.0.1:8999; location / { return 200; } } }\n")
     result = top("-p", str(tmp_path))
     assert result.returncode == 1 and "no location with `metrics`" in result.stderr
+
+
+def test_the_metrics_page_is_found_by_path_and_server_name(tmp_path):
+    from fastgw.config.loader import load
+    from fastgw.observe.top import metrics_url
+
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "fastgw.conf").write_text("""
+        events {}
+        http {
+            server { listen 127.0.0.1:8990; location / { return 200; }
+                     location ~ ^/m$ { metrics; } }
+            server { listen 127.0.0.1:8990; server_name *.x admin; location = /metrics { metrics; } }
+        }""")
+    # The regex location has no single path; the name-based server needs its Host.
+    assert metrics_url(load("conf/fastgw.conf", str(tmp_path))) == \
+        ("http://127.0.0.1:8990/metrics", "admin")
+
+
+def test_top_reaches_a_name_based_metrics_server(gateway, backend):
+    gw = gateway(conf(backend).replace(
+        "location = /metrics { metrics; }",
+        "location = /metrics { return 200 'not here'; }\n"
+        "            }\n"
+        "            server {\n"
+        "                listen 127.0.0.1:{port};\n"
+        "                server_name admin;\n"
+        "                location = /metrics { metrics; }"))
+    assert get(gw.port, "/") == 200
+    result = top("-p", gw.prefix, "--interval", "0.2")
+    assert result.returncode == 0, result.stderr
+    assert row(result.stdout, "2xx")[1] == "2"  # the request and top's first scrape
+    bad = top("--url", f"http://127.0.0.1:{gw.port}/metrics")  # the default server's page
+    assert bad.returncode == 1 and "not fastgw's metrics page" in bad.stderr

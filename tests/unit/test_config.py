@@ -436,6 +436,8 @@ def test_planned_directive_in_included_file(tmp_path):
     ("http", "log_format combined '$status';",
      'duplicate "log_format" name "combined" in "log_format" directive'),
     ("http", "log_format main '$nope';", 'unknown "nope" variable'),
+    ("http", "log_format main '${status';", 'the closing bracket in "status" variable is missing'),
+    ("http", "log_format main 'a${}b';", 'invalid variable name in "a${}b"'),
     ("http", "log_format a '$status';\n    log_format a '$uri';  # here",
      'duplicate "log_format" name "a"'),
     # nginx words an unknown variable without naming the directive.
