@@ -417,8 +417,11 @@ DIRECTIVES = [
               lambda args: _limit_zone("conn", args), multiple=True),
     Directive("log_format", frozenset({HTTP}), (2, None),
               "`log_format NAME [escape=default|json|none] STRING ...`: a named access log "
-              "format; the strings are joined and may use any variable (design.md §5, "
-              "including `$upstream_*` over every peer tried, `$request_time`, `$queue_time`). "
+              "format; the strings are joined and may use any variable: nginx's (`$status`, "
+              "`$request`, `$body_bytes_sent`, `$bytes_sent`, `$request_length`, "
+              "`$request_time`, `$time_local`, `$time_iso8601`, `$http_NAME`, `$arg_NAME`, "
+              "`$upstream_addr`, `$upstream_status`, `$upstream_*_time` over every peer tried, "
+              "...) and fastgw's `$queue_time` (seconds waited in the upstream queue). "
               "`combined` is predefined. Empty values are written `-` (nothing with `json`).",
               _log_format, multiple=True),
     # -- http, server, location ----------------------------------------------------------
