@@ -31,6 +31,8 @@ Usage (as root, from the repository root):
   python benchmarks/macro/bench.py                        # 3 rounds x 10 s, 50 conns
   python benchmarks/macro/bench.py --duration 3 --rounds 1  # quick smoke run
   python benchmarks/macro/bench.py --connections 50,200,1000 --body-size 4096 --plot
+  python benchmarks/macro/bench.py --connections 50,200,1000 --body-sizes 100,4096,65536 \\
+      --targets fastgw,nginx --plot      # issue 9's matrix: one run per body size
   python benchmarks/macro/bench.py --workers 8 --proxy-cpus 1-8 --load-cpus 9-15
   python benchmarks/macro/bench.py --upstream backend --targets fastgw,nginx
 
@@ -1108,5 +1110,53 @@ def main(argv=None) -> int:
     return 130 if interrupted else 0
 
 
+def matrix(argv=None) -> int:
+    """``--body-sizes 100,4096,65536``: the whole benchmark once per body size (each a
+    normal run with its own upstream, JSON and, with --plot, PNG), then one table of the
+    fastgw/nginx ratios by body size and concurrency, saved as macro-STAMP-matrix.json."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--body-sizes", required=True)
+    pre.add_argument("--output", default=None)
+    known, rest = pre.parse_known_args(argv)
+    try:
+        sizes = [int(x) for x in known.body_sizes.split(",") if x.strip()]
+    except ValueError:
+        sys.exit("--body-sizes: a comma list of byte counts, e.g. 100,4096,65536")
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(known.output) if known.output else RESULTS_DIR / f"macro-{stamp}.json"
+    per_size = {}
+    for size in sizes:
+        log(f"== body {size} B")
+        out = base.with_name(f"{base.stem}-{size}B.json")
+        rc = main(rest + ["--body-size", str(size), "--output", str(out)])
+        if out.exists():
+            per_size[str(size)] = json.loads(out.read_text())
+        if rc == 130:
+            break
+    if not per_size:
+        return 1
+    print()
+    print("fastgw/nginx by body size and concurrency (req/s: higher is better for "
+          "fastgw; p50, p99, us/req: lower is)")
+    print(f"{'body':>8} {'conns':>6} {'req/s':>8} {'p50':>8} {'p99':>8} {'us/req':>8}")
+    table = {}
+    for size, result in per_size.items():
+        for conns, r in result["ratios_fastgw_over_nginx"].items():
+            table.setdefault(size, {})[conns] = {k: r.get(k) for k in
+                                                 ("rps", "p50_ms", "p99_ms", "proxy_us_per_req")}
+
+            def fmt(v):
+                return f"{v:.2f}x" if isinstance(v, (int, float)) else "-"
+            print(f"{size:>7}B {conns:>6} {fmt(r.get('rps')):>8} {fmt(r.get('p50_ms')):>8} "
+                  f"{fmt(r.get('p99_ms')):>8} {fmt(r.get('proxy_us_per_req')):>8}")
+    out = base.with_name(f"{base.stem}-matrix.json")
+    out.write_text(json.dumps({"benchmark": "macro-matrix", "body_sizes": sizes,
+                               "ratios_fastgw_over_nginx": table,
+                               "runs": {s: str(base.with_name(f"{base.stem}-{s}B.json"))
+                                        for s in per_size}}, indent=2) + "\n")
+    print(f"matrix:  {out}")
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(matrix() if any(a.startswith("--body-sizes") for a in sys.argv[1:]) else main())
