@@ -64,9 +64,13 @@ import time
 from pathlib import Path
 
 HOST = "127.0.0.1"
-ALL_TARGETS = ("direct", "fastgw", "nginx", "fastgw-limits")
+ALL_TARGETS = ("direct", "fastgw", "nginx", "fastgw-limits", "fastgw-queue")
 DEFAULT_TARGETS = ("direct", "fastgw", "nginx")
-PROXIES = ("fastgw", "nginx", "fastgw-limits")
+PROXIES = ("fastgw", "nginx", "fastgw-limits", "fastgw-queue")
+# fastgw-queue: fastgw with `max_conns` and a `queue` on its peer (overload control), so
+# that at high concurrency it keeps a bounded set of upstream connections busy.
+QUEUE_MAX_CONNS = 64
+QUEUE_LEN = 4096
 # fastgw-limits: fastgw with a limit_req and a limit_conn that admit everything, to
 # measure what the shared-memory checks cost per request.
 LIMITS_HTTP = ("limit_req_zone $binary_remote_addr zone=bench:1m rate=100000000r/s;\n"
@@ -448,7 +452,10 @@ http {{
 """)
 
 
-def fastgw_conf(port: int, upstream_port: int, workers: int, limits: bool = False) -> str:
+def fastgw_conf(port: int, upstream_port: int, workers: int, limits: bool = False,
+                queue: bool = False) -> str:
+    peer = (f"server {HOST}:{upstream_port} max_conns={QUEUE_MAX_CONNS}; "
+            f"queue {QUEUE_LEN} timeout=10s;" if queue else f"server {HOST}:{upstream_port};")
     return f"""\
 worker_processes {workers};
 error_log logs/error.log error;
@@ -456,7 +463,7 @@ events {{ worker_connections 4096; }}
 http {{
     access_log off;
     {LIMITS_HTTP if limits else ""}
-    upstream app {{ server {HOST}:{upstream_port}; keepalive 64; }}
+    upstream app {{ {peer} keepalive 64; }}
     server {{
         listen {HOST}:{port};
         location / {{ {LIMITS_LOCATION if limits else ""}proxy_pass http://app; }}
@@ -630,7 +637,8 @@ def start_proxy(name: str, args, root: Path, upstream_port: int,
     else:
         conf = prefix / "conf" / "fastgw.conf"
         conf.write_text(fastgw_conf(port, upstream_port, args.workers,
-                                    limits=name == "fastgw-limits"))
+                                    limits=name == "fastgw-limits",
+                                    queue=name == "fastgw-queue"))
         argv = taskset(proxy_cpus) + fastgw_cmd + [
             "-p", str(prefix), "-c", str(conf)]
     proc = Managed(name, argv, prefix / "logs" / "stdout.log")
@@ -777,6 +785,7 @@ def print_table(medians: dict, ratios: dict, targets: list[str],
             print(line)
         r = ratios.get(str(c)) or {}
         for label, q in (("fastgw/nginx", r if "rps" in r else None),
+                         ("queue/nginx", r.get("queue_over_nginx")),
                          ("limits/fastgw", r.get("limits"))):
             if q:
                 print(f"{'':>6}  {label:<13} {fmt(q['rps'], '.2f'):>9}x "
@@ -949,10 +958,10 @@ def main(argv=None) -> int:
 
     fastgw_cmd, fastgw_version = None, None
     skipped: dict[str, str] = {}
-    if "fastgw" in targets or "fastgw-limits" in targets:
+    if any(t.startswith("fastgw") for t in targets):
         fastgw_cmd, why = find_fastgw(args.fastgw_cmd)
         if fastgw_cmd is None:
-            for t in ("fastgw", "fastgw-limits"):
+            for t in ("fastgw", "fastgw-limits", "fastgw-queue"):
                 skipped[t] = f"not runnable: {why}"
             log(f"SKIP fastgw: {why}")
         else:
@@ -1054,6 +1063,10 @@ def main(argv=None) -> int:
         if f and n:
             ratios[key] = {k: ratio(f[k], n[k]) for k in
                            ("rps", "p50_ms", "p99_ms", "proxy_us_per_req")}
+        fq = med.get("fastgw-queue")
+        if fq and n:
+            ratios.setdefault(key, {})["queue_over_nginx"] = {
+                k: ratio(fq[k], n[k]) for k in ("rps", "p50_ms", "p99_ms", "proxy_us_per_req")}
         fl = med.get("fastgw-limits")
         if f and fl:
             ratios.setdefault(key, {})["limits"] = {
