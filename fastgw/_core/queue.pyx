@@ -199,17 +199,20 @@ cdef class RequestQueue:
     cpdef double expected_wait(self, int priority, double now):
         """Seconds a new item of ``priority`` would wait, from the drain rate; 0 without history."""
         cdef double interval = self.interval
-        cdef double since
+        cdef double since, wait
         if self.pops < 2 or interval <= 0:
             return 0.0
+        wait = (self.ahead(priority) + 1) * interval
         if self.depth:
-            # While requests wait, the time since the last departure (or since they
-            # began waiting) counts too: a queue that stopped draining must not keep
-            # promising its old rate.
+            # A queue that stopped draining must not keep promising its old rate: a
+            # new arrival waits at least as long as nothing has left (since the last
+            # departure, or since requests began waiting). Not that gap times the
+            # depth: one pause of a few ms (a burst of new upstream connections, a
+            # slow loop iteration) would then refuse a healthy queue of hundreds.
             since = now - (self.last_pop if self.last_pop > self.busy_since else self.busy_since)
-            if since > interval:
-                interval = since
-        return (self.ahead(priority) + 1) * interval
+            if since > wait:
+                wait = since
+        return wait
 
     cpdef int retry_after(self, double now, int cap=30):
         """Seconds a rejected client should wait (Retry-After): the whole queue's drain time.
