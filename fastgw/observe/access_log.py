@@ -16,6 +16,8 @@ with :func:`log_value` applied to each variable's value.
 import os
 import time
 
+from fastgw._core.http import log_escape
+
 from .files import close_log, open_log
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -48,19 +50,6 @@ TIME_LOCAL = _PerSecond(lambda t, o: f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{
 # $time_iso8601: 2026-11-29T08:00:00+00:00
 TIME_ISO8601 = _PerSecond(lambda t, o: f"{time.strftime('%Y-%m-%dT%H:%M:%S', t)}"
                                        f"{o[0]}{o[1]:02d}:{o[2]:02d}")
-
-
-def escape(value):
-    """nginx's default escaping: ``"``, ``\\`` and bytes outside 0x20..0x7e as ``\\xHH``."""
-    if not value:
-        return b""
-    out = bytearray()
-    for byte in value:
-        if byte == 0x22 or byte == 0x5C or byte < 0x20 or byte > 0x7E:
-            out += b"\\x%02X" % byte
-        else:
-            out.append(byte)
-    return bytes(out)
 
 
 _JSON_SHORT = {0x22: b'\\"', 0x5C: b"\\\\", 0x0A: b"\\n", 0x0D: b"\\r", 0x09: b"\\t",
@@ -97,18 +86,9 @@ def log_value(value, mode):
 
 
 def _safe(value):
-    # Fast path: most values need no escaping.
     if value is None:
         return b"-"
-    if not value:
-        return b""
-    try:
-        text = value.decode("ascii")
-    except UnicodeDecodeError:
-        return escape(value)
-    if text.isprintable() and '"' not in text and "\\" not in text:
-        return value
-    return escape(value)
+    return log_escape(value)
 
 
 def combined(remote_addr, request_line, status, body_bytes_sent, referer, user_agent, now):
