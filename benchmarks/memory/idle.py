@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from fastgw.testing.harness import children, free_port, wait_until
+
 ROOT = Path(__file__).resolve().parents[2]
 
 CONF = """
@@ -48,12 +50,6 @@ http {{
 """
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def rss_bytes(pid):
     """Resident set size of a process, bytes (from /proc)."""
     with open(f"/proc/{pid}/status") as fh:
@@ -63,20 +59,14 @@ def rss_bytes(pid):
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def children(pid):
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
-
-
 def wait_port(port, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def answers():
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
+                return True
         except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing answers on port {port}")
+            return False
+    wait_until(answers, timeout, message=f"an answer on port {port}")
 
 
 def start(target, prefix, port, n):

@@ -224,14 +224,17 @@ cdef inline bint _take(Peer p, int64_t* now):
     return True
 
 
-cdef Peer _round_robin(list peers, object tried, int64_t* now):
-    """Smooth weighted round robin over the usable peers of ``peers``."""
+cdef Peer _round_robin(list peers, object tried, int64_t* now, Peer like=None):
+    """Smooth weighted round robin over the usable peers of ``peers`` (with ``like``: only
+    those exactly as loaded as it, for least_conn's ties)."""
     cdef Peer peer, best = None
     cdef int total = 0
     cdef Py_ssize_t i, n = len(peers)
     for i in range(n):
         peer = <Peer>peers[i]
         if _state(peer, tried, now) != USABLE:
+            continue
+        if like is not None and (_less_loaded(peer, like) or _less_loaded(like, peer)):
             continue
         peer.current_weight += peer.effective_weight
         total += peer.effective_weight
@@ -366,10 +369,8 @@ cdef class LeastConn(Balancer):
                 ties += 1
         if ties <= 1:
             return best
-        # Equally loaded: weighted round robin among them, as nginx.
-        return _round_robin([p for p in peers if _state(<Peer>p, tried, now) == USABLE
-                             and not _less_loaded(<Peer>best, <Peer>p)
-                             and not _less_loaded(<Peer>p, <Peer>best)], tried, now)
+        # Equally loaded: weighted round robin among them, as nginx (no list per pick).
+        return _round_robin(peers, tried, now, best)
 
 
 cdef class Hash(Balancer):
