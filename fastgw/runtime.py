@@ -168,6 +168,8 @@ def _location(kind, settings, logs, access_logs, conf=None, tables=None):
         (name.encode("ascii"), tmpl.parts, tmpl.static) for name, tmpl in set_headers
     )
     loc.skip = frozenset(NOT_FORWARDED | {name.lower().encode("ascii") for name, _ in set_headers})
+    # nginx tunnels only what the location forwards an Upgrade for.
+    loc.upgrade = any(name.lower() == "upgrade" for name, _ in set_headers)
     _limits(loc, kind, s, tables)
     return loc
 

@@ -69,6 +69,9 @@ cdef class Location:
     cdef public int next_upstream
     cdef public int next_tries
     cdef public double next_timeout
+    # proxy_set_header sets Upgrade (nginx's WebSocket idiom): a client's WebSocket
+    # upgrade is forwarded, and tunnelled once the upstream answers 101.
+    cdef public bint upgrade
 
 
 cdef class Server:
@@ -159,3 +162,9 @@ cdef class Request:
     cdef public list body_kept
     cdef public long kept_bytes
     cdef public bint body_lost
+    # The client asked for a WebSocket upgrade (GET, HTTP/1.1, Upgrade: websocket,
+    # Connection: upgrade); upgrade: it was forwarded upstream (the location allows it).
+    cdef public bint conn_upgrade
+    cdef public bytes upgrade_hdr
+    cdef public bint upgrade_asked
+    cdef public bint upgrade

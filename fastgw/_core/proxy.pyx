@@ -624,6 +624,13 @@ cdef class Downstream:
     cdef Location last_location
     cdef bint in_feed
     cdef UpstreamConn send_pending
+    # A WebSocket upgrade request was parsed: what the client sent after its head
+    # waits here (reading paused) until the upstream has answered. It opens the
+    # tunnel after a 101; after any other answer a fresh parser reads it as HTTP.
+    cdef bint upgrade_wait
+    cdef bytes held
+    # The upgraded connection bytes are relayed to, once the upstream said 101.
+    cdef UpstreamConn tunnel
 
     def __init__(self, Listener listener, addr, VirtualHosts vhosts):
         self.listener = listener
@@ -683,6 +690,14 @@ cdef class Downstream:
         if self.closing:
             return
         self.last_read = self.loop.time()
+        if self.tunnel is not None:
+            self.tunnel.tunnel_send(data)
+            return
+        if self.held is not None:
+            # Reading resumed before the upgrade was decided: keep the order.
+            self.held += data
+            self._pause_reading()
+            return
         self.in_feed = True
         try:
             self._feed(data)
@@ -720,11 +735,19 @@ cdef class Downstream:
                 self.parser.feed_data(data)
                 return
             except HttpParserUpgrade as exc:
-                # llhttp stops after an Upgrade request; fastgw does not tunnel yet
-                # (WebSocket comes with the conformance issue): the request is served
-                # as a plain one without Upgrade and parsing goes on after it, over
-                # a view of the same read (no copy per pipelined request).
+                # llhttp stops after an Upgrade request. A WebSocket upgrade holds
+                # what follows until the upstream answers (see ``held``). Any other
+                # (h2c...) is served as a plain request without Upgrade and parsing
+                # goes on after it, over a view of the same read (no copy per
+                # pipelined request).
                 offset = exc.args[0]
+                if self.upgrade_wait:
+                    self.upgrade_wait = False
+                    if self.current is not None or self.pending:
+                        self.held = bytes(data[offset:])
+                        self._pause_reading()
+                        return
+                    # Answered already (locally): what follows is HTTP.
                 if self.closing or offset >= len(data):
                     return
                 if view is None:
@@ -840,6 +863,10 @@ cdef class Downstream:
                     r.conn_close = True
                 elif token == b"keep-alive":
                     r.keep_alive = True
+                elif token == b"upgrade":
+                    r.conn_upgrade = True
+        elif lname == b"upgrade":
+            r.upgrade_hdr = value if r.upgrade_hdr is None else r.upgrade_hdr + b"," + value
         elif lname == b"expect":
             if value.strip().lower() == b"100-continue":
                 r.expect_continue = True
@@ -883,6 +910,12 @@ cdef class Downstream:
             raise _Reject()
         if not r.keep_alive:
             self.no_more_requests = True
+        if (r.conn_upgrade and r.http11 and r.method == b"GET" and r.upgrade_hdr is not None
+                and r.upgrade_hdr.split(b",")[0].strip().lower() == b"websocket"
+                and not _has_body(r)):
+            # RFC 6455 §4.1's handshake; llhttp stops parsing right after it.
+            r.upgrade_asked = True
+            self.upgrade_wait = True
         if r.error_status:
             r.keep_alive = False
             r.close_after = True
@@ -1286,6 +1319,8 @@ cdef class Downstream:
         if r.body_received and loc.max_body and r.body_received > loc.max_body:
             self._respond(r, 413, None, b"", True)
             return
+        # nginx forwards an upgrade only over HTTP/1.1 and where the location sets Upgrade.
+        r.upgrade = r.upgrade_asked and loc.upgrade and not loc.upstream_http10
         if pool.balancer.key_kind:
             r.hash_key = self._balancer_key(r, pool.balancer)
         peer = pool.balancer.pick(r.hash_key, None)
@@ -1556,6 +1591,10 @@ cdef class Downstream:
             self._dispatch(nxt)
             self._maybe_resume()
             return
+        if self.held is not None:
+            self._release_held()
+            if self.closing or self.current is not None:
+                return
         if self.graceful or self.rt.shutting_down or self.no_more_requests and self.parsing is None:
             self._close()
             return
@@ -1569,6 +1608,36 @@ cdef class Downstream:
             self.idle_since = self.loop.time()
             self.idle_timeout = (self.last_location.keepalive_timeout if self.last_location is not None
                                  else self.default_server.keepalive_timeout)
+
+    cdef _release_held(self):
+        """The upgrade request was answered without a tunnel: what followed its head
+        is HTTP again, read by a fresh parser (a pipelined request is routed anew)."""
+        cdef bytes held = self.held
+        self.held = None
+        self.parser = HttpRequestParser(self)
+        if held:
+            self.data_received(held)
+
+    cdef start_tunnel(self, UpstreamConn conn):
+        """The upstream accepted the upgrade: relay raw bytes both ways from now on."""
+        cdef bytes held = self.held
+        self.tunnel = conn
+        self.held = None
+        self.parser = None
+        if held:
+            conn.tunnel_send(held)
+        self._resume_reading()
+
+    cdef tunnel_closed(self, Request r):
+        """The tunnel ended on the upstream's side (close or idle timeout): close the client."""
+        r.upstream = None
+        self.tunnel = None
+        if not r.done:
+            r.done = True
+            self._log_request(r)
+        if r is self.current:
+            self.current = None
+        self._close()
 
     cdef _close_after_write(self, Request r):
         if not r.body_done or self.pending or self.parsing is not None or r.error_status:
@@ -1648,6 +1717,8 @@ cdef class Downstream:
             self.transport.pause_reading()
 
     cdef _resume_reading(self):
+        if self.held is not None:
+            return  # the upgrade is not decided yet
         if self.reading_paused and self.transport is not None and not self.closing:
             self.reading_paused = False
             self.transport.resume_reading()
@@ -1787,6 +1858,14 @@ cdef class Downstream:
         self._close()
 
 
+cdef bint _upgrade_field(bytes name, bytes value):
+    """True for a proxy_set_header field that asks the upstream to upgrade."""
+    cdef bytes lname = name.lower()
+    if lname == b"upgrade":
+        return True
+    return lname == b"connection" and b"upgrade" in [t.strip() for t in value.lower().split(b",")]
+
+
 cdef inline bint _unread_body(Request r):
     """True while a body the request announced is still (partly) unread.
 
@@ -1890,6 +1969,9 @@ cdef class UpstreamConn:
     cdef bint status_failed
     # Set by on_headers_complete: drop this response and send the request there.
     cdef Peer retry_peer
+    # The upstream answered 101 to an upgrade fastgw forwarded; then the raw tunnel.
+    cdef bint tunnel_ok
+    cdef public bint tunneling
 
     def __init__(self, Runtime rt, UpstreamPool pool, Peer peer):
         self.rt = rt
@@ -1921,6 +2003,7 @@ cdef class UpstreamConn:
         self.request_sent = False
         self.status_failed = False
         self.retry_peer = None
+        self.tunnel_ok = False
         self.head_only = r.method == b"HEAD"
         self.resp_done = False
         self.head_sent = False
@@ -2025,6 +2108,10 @@ cdef class UpstreamConn:
         # proxy_set_header fields first (Host leads, as nginx sends it), then the client's.
         for h in loc.set_headers:
             value = <bytes>h[2] if h[2] is not None else render(<tuple>h[1], r, ds)
+            if value and loc.upgrade and not r.upgrade and _upgrade_field(<bytes>h[0], value):
+                # Not a WebSocket handshake (none, or h2c...): no Upgrade goes on,
+                # nor a Connection that would ask for one.
+                continue
             if value:
                 out.append(<bytes>h[0] + b": " + _safe_value(value) + CRLF)
         for h in r.headers:
@@ -2089,6 +2176,10 @@ cdef class UpstreamConn:
     def data_received(self, data):
         cdef Downstream ds
         self.last_io = self.loop.time()
+        if self.tunneling:
+            self.req.bytes_sent += len(data)
+            self.ds.write(data)
+            return
         if self.req is None:
             # Bytes from an idle connection: a protocol error; never reuse it.
             self.close()
@@ -2107,9 +2198,12 @@ cdef class UpstreamConn:
                 self._fail(502, f"upstream sent invalid response ({exc}) while reading response header "
                                 "from upstream", False, NU_INVALID_HEADER)
             return
-        except HttpParserUpgrade:
-            # A 101 fastgw never asked for (it does not forward Upgrade yet): the
-            # connection now speaks something else and cannot be relayed or reused.
+        except HttpParserUpgrade as exc:
+            if self.tunnel_ok:
+                self._start_tunnel(data[exc.args[0]:])
+                return
+            # A 101 fastgw never asked for: the connection now speaks something
+            # else and cannot be relayed or reused.
             self._flush()
             self._fail(502, "upstream sent unexpected 101 Switching Protocols while reading "
                             "response header from upstream", False, NU_INVALID_HEADER)
@@ -2149,6 +2243,9 @@ cdef class UpstreamConn:
             self.timer = None
         if r is None:
             self.pool.forget(self.peer, self)
+            return
+        if self.tunneling:
+            self._tunnel_end("")
             return
         if self.resp_until_close and self.head_sent:
             # The response was delimited by the close (RFC 9112 §6.3 rule 8).
@@ -2212,9 +2309,12 @@ cdef class UpstreamConn:
         self.status = status
         if status < 100:
             raise HttpParserError(f"invalid status {status}")
+        if status == 101 and r.upgrade and not self.interim:
+            self._upgrade_head()
+            return
         if status < 200:
-            # 1xx interim responses are not relayed (nginx drops them too); 101
-            # cannot happen as fastgw does not forward Upgrade yet.
+            # 1xx interim responses are not relayed (nginx drops them too); a 101
+            # fastgw did not ask for ends in the parser's upgrade stop: a 502.
             self.interim = True
             return
         r.upstream_status = status
@@ -2302,6 +2402,70 @@ cdef class UpstreamConn:
             if self.head_only:
                 self.reset_parser = True
 
+    cdef _upgrade_head(self):
+        """The 101 to relay to the client: the upstream's fields, with its Upgrade."""
+        cdef Request r = self.req
+        cdef tuple h
+        cdef bytes upgrade = None
+        cdef list out = [status_line(101) if not self.reason else status_line(101, self.reason),
+                         b"Server: fastgw\r\n", date_header()]
+        for h in self.resp_headers:
+            if <bytes>h[2] == b"upgrade":
+                upgrade = <bytes>h[1]
+            elif <bytes>h[2] not in RESPONSE_SKIP:
+                out.append(<bytes>h[0] + b": " + <bytes>h[1] + CRLF)
+        if upgrade is None:
+            # RFC 9110 §15.2.2: a 101 names the protocol it switches to.
+            raise HttpParserError("101 without Upgrade")
+        out.append(b"Upgrade: " + upgrade + b"\r\nConnection: upgrade\r\n\r\n")
+        head = b"".join(out)
+        r.upstream_status = 101
+        self.record[1] = 101
+        self.record[3] = self.loop.time() - self.started
+        r.status = 101
+        r.response_started = True
+        r.bytes_sent += len(head)
+        r.head_bytes_sent = len(head)
+        self.out.append(head)
+        self.head_sent = True
+        self.tunnel_ok = True
+
+    cdef _start_tunnel(self, object rest):
+        """Relay the 101 and what came with it, then raw bytes both ways (nginx's
+        upgraded mode). The connection is never pooled again."""
+        cdef Request r = self.req
+        self.tunneling = True
+        self.parser = None
+        self._flush()
+        if rest:
+            r.bytes_sent += len(rest)
+            self.ds.write(bytes(rest))
+        if self.ds.writing_paused:
+            self.pause_reading()
+        self.ds.start_tunnel(self)
+
+    cdef tunnel_send(self, object data):
+        """Client bytes into the tunnel (not upstream activity: proxy_read_timeout
+        keeps running until the upstream sends something)."""
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    cdef _tunnel_end(self, str message):
+        """The tunnel is over on the upstream's side: close both ends."""
+        cdef Request r = self.req
+        cdef Downstream ds = self.ds
+        self.tunneling = False
+        if message and r.location.error_log.enabled("info"):
+            r.location.error_log.log("info", message, conn=ds.conn_id,
+                                     client=ds.remote_addr.decode(),
+                                     upstream=f"http://{self.peer.address}")
+        self._end_try()
+        self._account(r, ds, True)
+        self._detach()
+        self.close()
+        ds.tunnel_closed(r)
+        _service_queue(self.pool)
+
     def on_body(self, bytes chunk):
         if self.interim or self.retry_peer is not None:
             return
@@ -2321,6 +2485,8 @@ cdef class UpstreamConn:
             self.out.append(chunk)
 
     def on_message_complete(self):
+        if self.tunnel_ok:
+            return
         if self.interim:
             self.interim = False
             self.resp_headers = []
@@ -2359,7 +2525,10 @@ cdef class UpstreamConn:
         if self.reset_parser:
             self.parser = HttpResponseParser(self)
             self.reset_parser = False
+        # A connection that carried an upgrade request is not pooled even when the
+        # upstream refused it: nothing says how the upstream left its state.
         reuse = (self.resp_keep and r.body_done and not self.sending and not self.closed
+                 and not r.upgrade
                  and self.requests < self.pool.keepalive_requests and not self.rt.shutting_down)
         if not (reuse and self.pool.release(self.peer, self, self.loop.time())):
             self.close()
@@ -2482,6 +2651,9 @@ cdef class UpstreamConn:
             # Not the peer's fault: as nginx frees the peer with no failure, which
             # also ends a half-open trial well.
             self.pool.balancer.succeeded(self.peer)
+            if self.tunneling:
+                self.tunneling = False
+                self._end_try()  # a tunnel's $upstream_response_time is its life
         self._detach()
         self.close()
         if had:
@@ -2526,7 +2698,21 @@ cdef class UpstreamConn:
             return
         loc = r.location
         now = self.loop.time()
-        if self.connecting:
+        if self.tunneling:
+            # Upgraded: proxy_read_timeout and proxy_send_timeout as idle timeouts.
+            if self.writing_paused:
+                deadline = self.write_paused_at + loc.send_timeout
+                what = "upstream timed out (110: Connection timed out) while sending to upstream in an upgraded connection"
+            elif self.reading_paused:
+                deadline = now + loc.min_timeout
+                what = ""
+            else:
+                deadline = self.last_io + loc.read_timeout
+                what = "upstream timed out (110: Connection timed out) while proxying upgraded connection"
+            if now >= deadline and what:
+                self._tunnel_end(what)
+                return
+        elif self.connecting:
             deadline = self.last_io + loc.connect_timeout
             what = "upstream timed out (110: Connection timed out) while connecting to upstream"
         elif self.writing_paused:

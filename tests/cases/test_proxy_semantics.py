@@ -700,7 +700,6 @@ def ws_frame(payload, opcode=0x2, mask=b"\x01\x02\x03\x04"):
     return head + mask + masked
 
 
-@pytest.mark.xfail(strict=True, reason="needs issue 7: WebSocket pass-through (Upgrade tunnel)")
 def test_pub22_websocket_upgrade_pass_through(make_gw, probe, connect):
     """PUB-22 A: WebSocket upgrade pass-through, with a frame in the same write as the handshake.
 
