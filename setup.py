@@ -13,7 +13,7 @@ import os
 
 from setuptools import Extension, setup
 
-CORE_MODULES = ["http", "counters", "limits", "balancer", "router", "queue", "pool", "proxy"]
+CORE_MODULES = ["http", "counters", "limits", "balancer", "router", "queue", "pool", "spool", "proxy"]
 
 
 def _directives():

@@ -152,6 +152,13 @@ def _location(kind, settings, logs, access_logs, conf=None, tables=None):
     loc.max_body = s.client_max_body_size
     loc.priority = s.priority
     loc.upstream_http10 = s.proxy_http_version == "1.0"
+    loc.request_buffering = s.proxy_request_buffering
+    loc.body_buffer_size = s.client_body_buffer_size
+    loc.body_temp_path = s.client_body_temp_path
+    loc.response_buffering = s.proxy_buffering
+    loc.proxy_buffers_size = s.proxy_buffers[0] * s.proxy_buffers[1]
+    loc.max_temp_file = s.proxy_max_temp_file_size
+    loc.proxy_temp_path = s.proxy_temp_path
     loc.min_timeout = min(t for t in (s.proxy_connect_timeout, s.proxy_send_timeout,
                                       s.proxy_read_timeout, 60.0) if t > 0)
     loc.add_headers = tuple(

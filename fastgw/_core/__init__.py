@@ -7,7 +7,7 @@ broken install fails at start rather than running slowly.
 
 import importlib
 
-MODULES = ("http", "counters", "limits", "balancer", "router", "queue", "pool", "proxy")
+MODULES = ("http", "counters", "limits", "balancer", "router", "queue", "pool", "spool", "proxy")
 
 
 def check_compiled():

@@ -3,6 +3,7 @@ from fastgw._core.balancer cimport Peer
 from fastgw._core.pool cimport UpstreamPool
 from fastgw._core.router cimport Router, VirtualHosts
 from fastgw._core.counters cimport Stats
+from fastgw._core.spool cimport BodyBuffer, Spool
 
 
 cdef class Runtime:
@@ -72,6 +73,15 @@ cdef class Location:
     # proxy_set_header sets Upgrade (nginx's WebSocket idiom): a client's WebSocket
     # upgrade is forwarded, and tunnelled once the upstream answers 101.
     cdef public bint upgrade
+    # proxy_request_buffering, client_body_buffer_size (bytes), client_body_temp_path.
+    cdef public bint request_buffering
+    cdef public long body_buffer_size
+    cdef public str body_temp_path
+    # proxy_buffering, proxy_buffers (total bytes), proxy_max_temp_file_size, proxy_temp_path.
+    cdef public bint response_buffering
+    cdef public long proxy_buffers_size
+    cdef public long max_temp_file
+    cdef public str proxy_temp_path
 
 
 cdef class Server:
@@ -168,3 +178,6 @@ cdef class Request:
     cdef public bytes upgrade_hdr
     cdef public bint upgrade_asked
     cdef public bint upgrade
+    # proxy_request_buffering: the body read whole before a peer is chosen.
+    cdef public BodyBuffer body_buffer
+    cdef public bint buffering

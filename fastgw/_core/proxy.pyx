@@ -38,6 +38,7 @@ from fastgw._core.http cimport (status_line, date_header, is_hop_by_hop, is_idem
 from fastgw._core.balancer cimport Balancer, Peer, hash_key
 from fastgw._core.pool cimport UpstreamPool
 from fastgw._core.queue cimport RequestQueue
+from fastgw._core.spool cimport BodyBuffer, Spool
 from fastgw._core.counters cimport (Stats, C_ACCEPTED, C_HANDLED, C_ACTIVE, C_READING,
                                     C_WRITING, C_WAITING, C_REQUESTS, R_WORKER_CONNECTIONS,
                                     R_QUEUE_FULL, R_QUEUE_TIMEOUT, R_UPSTREAM_ERROR,
@@ -94,6 +95,8 @@ cdef enum:
     NU_FAILING_STATUS = NU_HTTP_500 | NU_HTTP_502 | NU_HTTP_503 | NU_HTTP_504 | NU_HTTP_429
     # Request body bytes kept in memory to resend on a retry.
     KEEP_BODY = 65536
+    # Largest write of a buffered request body, and largest read of a temporary file.
+    BODY_PIECE = 65536
 
 NEXT_UPSTREAM_BITS = {
     "error": NU_ERROR, "timeout": NU_TIMEOUT, "invalid_header": NU_INVALID_HEADER,
@@ -142,6 +145,8 @@ cdef frozenset REDIRECTS = frozenset({301, 302, 303, 307, 308})
 cdef frozenset RESPONSE_SKIP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
     b"transfer-encoding", b"upgrade", b"content-length", b"date", b"server",
+    # Meant for the proxy (nginx's proxy_hide_header default hides it too).
+    b"x-accel-buffering",
 })
 
 
@@ -631,6 +636,10 @@ cdef class Downstream:
     cdef bytes held
     # The upgraded connection bytes are relayed to, once the upstream said 101.
     cdef UpstreamConn tunnel
+    # proxy_buffering: response bytes the client has not taken yet, and the request
+    # to finish once they are gone (its upstream connection is already free).
+    cdef Spool spool
+    cdef Request spool_finish
 
     def __init__(self, Listener listener, addr, VirtualHosts vhosts):
         self.listener = listener
@@ -775,6 +784,12 @@ cdef class Downstream:
             self.timer = None
         r = self.current
         self._leave_queue(r)
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
+        if r is not None and r.body_buffer is not None:
+            r.body_buffer.close()
+            r.body_buffer = None
         if r is not None and not r.done:
             # nginx's 499: the client closed the connection before the response was sent.
             if r.upstream is not None:
@@ -791,14 +806,58 @@ cdef class Downstream:
         cdef Request r = self.current
         self.writing_paused = True
         self.write_paused_at = self.loop.time()
-        if r is not None and r.upstream is not None:
+        if r is not None and r.upstream is not None and not (<UpstreamConn>r.upstream).buffered:
+            # proxy_buffering off (or an event stream): the upstream waits for the client.
             (<UpstreamConn>r.upstream).pause_reading()
 
     def resume_writing(self):
         cdef Request r = self.current
         self.writing_paused = False
+        if self.spool is not None:
+            self._drain_spool()
+            if self.writing_paused or (self.spool is not None and self.spool.full()):
+                return
         if r is not None and r.upstream is not None:
             (<UpstreamConn>r.upstream).resume_reading()
+
+    cdef spool_write(self, bytes data, UpstreamConn conn):
+        """Keep response bytes the client cannot take yet (proxy_buffering)."""
+        cdef Location loc = conn.req.location
+        if self.spool is None:
+            self.spool = Spool(loc.proxy_buffers_size, loc.proxy_temp_path, loc.max_temp_file)
+        failed = self.spool.failed
+        self.spool.write(data)
+        if self.spool.failed is not failed and loc.error_log.enabled("crit"):
+            exc = self.spool.failed
+            loc.error_log.log("crit", f"temporary file in {loc.proxy_temp_path} failed "
+                                      f"({getattr(exc, 'errno', 0)}: {getattr(exc, 'strerror', exc)}); "
+                                      "the rest of the response waits for the client in memory",
+                              conn=self.conn_id, client=self.remote_addr.decode())
+        if self.spool.full():
+            conn.pause_reading()
+
+    cdef _drain_spool(self):
+        """Hand spooled bytes to the client until its write buffer is full again."""
+        cdef bytes data
+        cdef Request r
+        while not self.writing_paused and not self.closing and self.transport is not None:
+            data = self.spool.read(BODY_PIECE)
+            if not data:
+                self.spool.close()
+                self.spool = None
+                if self.spool_finish is not None:
+                    r = self.spool_finish
+                    self.spool_finish = None
+                    self.finish(r)
+                return
+            self.transport.write(data)
+
+    cdef response_done(self, Request r):
+        """The upstream's part of ``r`` is over; finish it once the spool is empty."""
+        if self.spool is not None:
+            self.spool_finish = r
+            return
+        self.finish(r)
 
     # -- llhttp callbacks (httptools) -------------------------------------------------
     def on_message_begin(self):
@@ -939,6 +998,11 @@ cdef class Downstream:
             return
         if r.upstream is not None and (<UpstreamConn>r.upstream).sending:
             (<UpstreamConn>r.upstream).write_body(chunk)
+        elif r.body_buffer is not None:
+            try:
+                r.body_buffer.write(chunk)
+            except OSError as exc:
+                self._temp_failed(r, loc.body_temp_path, exc)
         else:
             r.body_buf.append(chunk)
             r.body_buffered += len(chunk)
@@ -956,6 +1020,10 @@ cdef class Downstream:
             self.no_more_requests = True
         if r.upstream is not None and (<UpstreamConn>r.upstream).sending:
             (<UpstreamConn>r.upstream).finish_body()
+        elif r.buffering and not r.done and r is self.current:
+            # The whole body is here (proxy_request_buffering): now choose a peer.
+            r.buffering = False
+            self._pick(r, r.location)
         if r.done and r is not self.current and self.current is None:
             # The response went out before the body was read (local answer): go on.
             self._next()
@@ -1321,6 +1389,52 @@ cdef class Downstream:
             return
         # nginx forwards an upgrade only over HTTP/1.1 and where the location sets Upgrade.
         r.upgrade = r.upgrade_asked and loc.upgrade and not loc.upstream_http10
+        if loc.request_buffering and _unread_body(r):
+            # nginx's proxy_request_buffering: read the body whole first, so that a
+            # slow client holds no upstream connection and no queue slot.
+            self._buffer_body(r, loc)
+            return
+        self._pick(r, loc)
+
+    cdef _buffer_body(self, Request r, Location loc):
+        cdef bytes chunk
+        r.body_buffer = BodyBuffer(loc.body_buffer_size, loc.body_temp_path)
+        r.buffering = True
+        try:
+            for chunk in r.body_buf:
+                # Arrived before the request's turn (pipelined): counted as pending.
+                r.body_buffer.write(chunk)
+        except OSError as exc:
+            self._temp_failed(r, loc.body_temp_path, exc)
+            return
+        self.pending_bytes -= r.body_buffered
+        r.body_buf = []
+        r.body_buffered = 0
+        if r.expect_continue and r.http11:
+            # The body is wanted now (nginx sends 100 when it starts reading it).
+            r.expect_continue = False
+            self.transport.write(CONTINUE_100)
+        self._maybe_resume()
+
+    cdef _temp_failed(self, Request r, str directory, exc):
+        """A temporary file could not be made or written: 500, as nginx."""
+        log = r.location.error_log if r.location is not None else self.default_server.error_log
+        if log.enabled("crit"):
+            log.log("crit", f"temporary file in {directory} failed ({getattr(exc, 'errno', 0)}: "
+                            f"{getattr(exc, 'strerror', exc)})", conn=self.conn_id,
+                    client=self.remote_addr.decode())
+        if r.body_buffer is not None:
+            r.body_buffer.close()
+        r.buffering = False
+        if r is self.current and not r.response_started:
+            self._respond(r, 500, None, b"", True)
+        elif r is self.current:
+            self.upstream_broke(r)
+
+    cdef _pick(self, Request r, Location loc):
+        """Choose the peer for ``r``: send it, queue it, or answer that none is live."""
+        cdef UpstreamPool pool = loc.pool
+        cdef Peer peer
         if pool.balancer.key_kind:
             r.hash_key = self._balancer_key(r, pool.balancer)
         peer = pool.balancer.pick(r.hash_key, None)
@@ -1569,6 +1683,10 @@ cdef class Downstream:
             self.pending_bytes -= r.body_buffered
             r.body_buffered = 0
             r.body_buf = []
+        if r.body_buffer is not None:
+            r.body_buffer.close()
+            r.body_buffer = None
+            r.buffering = False
         self._log_request(r)
         if r is self.current:
             self.current = None
@@ -1738,6 +1856,10 @@ cdef class Downstream:
     cdef upstream_broke(self, Request r):
         """The upstream failed mid-response: the client connection cannot be saved."""
         r.upstream = None
+        if self.spool is not None:
+            # The response is cut short anyway: what waits is dropped with it.
+            self.spool.close()
+            self.spool = None
         r.close_after = True
         if not r.done:
             r.done = True
@@ -1972,6 +2094,9 @@ cdef class UpstreamConn:
     # The upstream answered 101 to an upgrade fastgw forwarded; then the raw tunnel.
     cdef bint tunnel_ok
     cdef public bint tunneling
+    # proxy_buffering for this response: a slow client's share goes to ds.spool
+    # instead of pausing this connection.
+    cdef public bint buffered
 
     def __init__(self, Runtime rt, UpstreamPool pool, Peer peer):
         self.rt = rt
@@ -2004,6 +2129,7 @@ cdef class UpstreamConn:
         self.status_failed = False
         self.retry_peer = None
         self.tunnel_ok = False
+        self.buffered = r.location.response_buffering
         self.head_only = r.method == b"HEAD"
         self.resp_done = False
         self.head_sent = False
@@ -2067,6 +2193,20 @@ cdef class UpstreamConn:
         cdef Request r = self.req
         cdef list out = [self._head(r)]
         cdef bytes chunk
+        if r.body_buffer is not None:
+            # A buffered body: sent whole, with its own Content-Length, from the
+            # start on every try.
+            self.body_chunked = False
+            self.sending = True
+            self.request_sent = True
+            self.last_io = self.loop.time()
+            r.body_buffer.rewind()
+            self._pump_body(out)
+            if self.ds is not None:
+                if self.ds.writing_paused and not self.buffered:
+                    self.pause_reading()
+                self.ds._maybe_resume()
+            return
         self.body_chunked = r.chunked
         if r.body_buf:
             for chunk in r.body_buf:
@@ -2081,11 +2221,35 @@ cdef class UpstreamConn:
         self.last_io = self.loop.time()
         self.request_sent = True
         self.transport.write(b"".join(out))
-        if self.ds.writing_paused:
+        if self.ds.writing_paused and not self.buffered:
             # The client is not reading (a pipelined response behind a slow one):
-            # do not read a response it cannot take yet.
+            # do not read a response it cannot take yet (unless it can be buffered).
             self.pause_reading()
         self.ds._maybe_resume()
+
+    cdef _pump_body(self, list out):
+        """Write the buffered body (after what ``out`` holds) until the upstream's write
+        buffer is full; resume_writing calls again."""
+        cdef Request r = self.req
+        cdef Py_ssize_t n = 0
+        cdef bytes data
+        while True:
+            data = r.body_buffer.read(BODY_PIECE)
+            if data:
+                out.append(data)
+                n += len(data)
+            if not data or n >= BODY_PIECE:
+                if out:
+                    self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+                    out = []
+                    n = 0
+                if not data:
+                    self.sending = False
+                    # proxy_read_timeout runs from the end of the request (nginx).
+                    self.last_io = self.loop.time()
+                    return
+                if self.writing_paused or self.closed or self.req is None:
+                    return
 
     cdef bytes _head(self, Request r):
         """The request head sent upstream: request line, client fields minus hop-by-hop, ours."""
@@ -2120,7 +2284,9 @@ cdef class UpstreamConn:
             if conn_tokens is not None and <bytes>h[2] in conn_tokens:
                 continue
             out.append(<bytes>h[0] + b": " + <bytes>h[1] + CRLF)
-        if r.chunked:
+        if r.body_buffer is not None:
+            out.append(b"Content-Length: %d\r\n" % r.body_buffer.size)
+        elif r.chunked:
             # fastgw re-chunks the body itself (its own chunk lines, no extensions).
             out.append(b"Transfer-Encoding: chunked\r\n")
         elif r.content_length is not None:
@@ -2146,7 +2312,7 @@ cdef class UpstreamConn:
 
     cdef inline _keep(self, Request r, bytes chunk):
         # Keep what is sent while it fits, so that a retry can send it again.
-        if r.body_lost:
+        if r.body_lost or r.body_buffer is not None:
             return
         if r.kept_bytes + len(chunk) > KEEP_BODY:
             r.body_lost = True
@@ -2272,6 +2438,8 @@ cdef class UpstreamConn:
 
     def resume_writing(self):
         self.writing_paused = False
+        if self.sending and self.req is not None and self.req.body_buffer is not None:
+            self._pump_body([])
         if self.ds is not None:
             self.ds._maybe_resume()
 
@@ -2347,6 +2515,17 @@ cdef class UpstreamConn:
                     conn_tokens = set()
                 for token in (<bytes>h[1]).lower().split(b","):
                     conn_tokens.add(token.strip())
+            elif lname == b"x-accel-buffering":
+                value = (<bytes>h[1]).strip().lower()
+                if value == b"no":
+                    self.buffered = False
+                elif value == b"yes":
+                    self.buffered = True
+            elif lname == b"content-type" and (<bytes>h[1]).strip().lower().startswith(b"text/event-stream"):
+                # Server-sent events (and token streams) reach the client as they come.
+                self.buffered = False
+        if not self.buffered and self.ds.writing_paused:
+            self.pause_reading()
         cdef bint no_body = self.head_only or status == 204 or status == 304
         if not no_body and not self.resp_chunked and self.resp_length is None:
             self.resp_until_close = True
@@ -2429,6 +2608,7 @@ cdef class UpstreamConn:
         self.out.append(head)
         self.head_sent = True
         self.tunnel_ok = True
+        self.buffered = False
 
     cdef _start_tunnel(self, object rest):
         """Relay the 101 and what came with it, then raw bytes both ways (nginx's
@@ -2503,13 +2683,15 @@ cdef class UpstreamConn:
 
     cdef _flush(self):
         cdef list out = self.out
-        if not out or self.ds is None:
+        cdef Downstream ds = self.ds
+        if not out or ds is None:
             return
-        if len(out) == 1:
-            self.ds.write(out[0])
-        else:
-            self.ds.write(b"".join(out))
+        data = out[0] if len(out) == 1 else b"".join(out)
         self.out = []
+        if self.buffered and (ds.writing_paused or ds.spool is not None):
+            ds.spool_write(data, self)
+        else:
+            ds.write(data)
 
     # -- completion and failure -----------------------------------------------------------
     cdef _complete(self):
@@ -2533,7 +2715,7 @@ cdef class UpstreamConn:
         if not (reuse and self.pool.release(self.peer, self, self.loop.time())):
             self.close()
         r.upstream = None
-        ds.finish(r)
+        ds.response_done(r)
         _service_queue(self.pool)
 
     cdef _detach(self):

@@ -154,6 +154,21 @@ def _large_buffers(args):
     return (number, size)
 
 
+def _proxy_buffers(args):
+    number = units.parse_int(args[0], minimum=1)
+    size = units.parse_size(args[1])
+    if size < 1024:
+        raise ValueError("buffer size must be at least 1k")
+    return (number, size)
+
+
+def _temp_path(args):
+    for level in args[1:]:
+        if level not in ("1", "2"):
+            raise ValueError(f'invalid level "{level}": each must be 1 or 2')
+    return args[0]
+
+
 def _priority(text):
     value = units.parse_int(text)
     if value > 15:
@@ -457,7 +472,16 @@ DIRECTIVES = [
               "`add_header NAME VALUE [always]`: add a header to responses with status 200, 201, "
               "204, 206, 301, 302, 303, 304, 307 or 308 (any status with `always`).",
               _add_header, multiple=True, inherit=True),
-    _planned("client_body_buffer_size", HSL, (1, 1), "#7", "Request body memory buffer."),
+    Directive("client_body_buffer_size", HSL, (1, 1),
+              "With `proxy_request_buffering on`, the part of a request body kept in memory; "
+              "the rest goes to a temporary file under `client_body_temp_path`. fastgw's default "
+              "is 64k (nginx: 16k), so bodies up to 64 KiB never touch the disk.",
+              _SIZE, default="64k", inherit=True),
+    Directive("client_body_temp_path", HSL, (1, 4),
+              "`client_body_temp_path PATH [LEVEL ...]`: directory of request body temporary "
+              "files (relative to the prefix; made on first use). Files are unlinked as soon as "
+              "they are made. nginx's LEVELs are accepted and ignored.",
+              _temp_path, default="client_body_temp", inherit=True),
     Directive("priority", HSL, (1, 1),
               "fastgw: the queue priority class of requests, 0 (highest, the default) to 15. "
               "When an upstream queue is full, a request displaces the most recently queued one "
@@ -512,9 +536,36 @@ DIRECTIVES = [
     Directive("proxy_next_upstream_timeout", HSL, (1, 1),
               "No new peer is tried this long after the first try started (0: no limit).",
               _TIME, default="0", inherit=True),
-    _planned("proxy_buffering", HSL, (1, 1), "#7", "Buffer upstream responses."),
-    _planned("proxy_buffers", HSL, (2, 2), "#7", "Response buffers."),
-    _planned("proxy_request_buffering", HSL, (1, 1), "#7", "Buffer request bodies."),
+    Directive("proxy_request_buffering", HSL, (1, 1),
+              "`on` (default, as nginx): a request body is read whole before a peer is chosen, "
+              "so a slow client never holds an upstream connection; it is sent with its own "
+              "Content-Length, and can be sent again to another peer (proxy_next_upstream). "
+              "`off`: the body streams to the peer as it arrives, with flow control.",
+              _FLAG, default="on", inherit=True),
+    Directive("proxy_buffering", HSL, (1, 1),
+              "`on` (default, as nginx): a response is read as fast as the upstream sends it; "
+              "what the client has not taken yet waits in `proxy_buffers`, then in a temporary "
+              "file under `proxy_temp_path` (at most `proxy_max_temp_file_size`), so a slow "
+              "reader never holds an upstream connection. `off`: the upstream is read only as "
+              "fast as the client reads. Either way each piece is sent to the client as soon "
+              "as it can take it. The upstream's `X-Accel-Buffering: no|yes` overrides this "
+              "per response, and `Content-Type: text/event-stream` turns it off.",
+              _FLAG, default="on", inherit=True),
+    Directive("proxy_buffers", HSL, (2, 2),
+              "`proxy_buffers NUMBER SIZE`: memory (NUMBER x SIZE bytes) for the part of one "
+              "response a slow client has not taken, beyond the 256 KiB the client socket's "
+              "write buffer holds. fastgw's default is 8 16k (128 KiB): a response up to about "
+              "384 KiB never touches the disk, however slow the client.",
+              _proxy_buffers, default="8 16k", inherit=True),
+    Directive("proxy_max_temp_file_size", HSL, (1, 1),
+              "Most bytes of one response waiting in a temporary file; beyond, the upstream is "
+              "read only as fast as the client reads. 0 disables temporary files.",
+              _SIZE, default="1024m", inherit=True),
+    Directive("proxy_temp_path", HSL, (1, 4),
+              "`proxy_temp_path PATH [LEVEL ...]`: directory of response temporary files "
+              "(relative to the prefix; made on first use; files unlinked at once). LEVELs are "
+              "accepted and ignored.",
+              _temp_path, default="proxy_temp", inherit=True),
     Directive("limit_req", HSL, (1, 3),
               "`limit_req zone=NAME [burst=N] [nodelay | delay=N]`: nginx's leaky bucket. Up to "
               "`burst` requests over the rate are delayed to the rate (held in the worker, "

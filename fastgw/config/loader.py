@@ -349,6 +349,8 @@ class _Builder:
         ) if None not in out["access_log"] else ()
         el = out["error_log"]
         out["error_log"] = (self.abspath(el[0]), el[1])
+        out["client_body_temp_path"] = self.abspath(out["client_body_temp_path"])
+        out["proxy_temp_path"] = self.abspath(out["proxy_temp_path"])
         out["proxy_set_header"] = tuple(out["proxy_set_header"])
         out["add_header"] = tuple(out["add_header"])
         out["limit_req"] = tuple(out["limit_req"])

@@ -239,21 +239,28 @@ def test_pub15_no_100_to_http10_client(gw, probe, connect):
     assert req.body == b"hello", req
 
 
-def test_pub15_upstream_early_final_response(gw, probe, connect, fresh_ok):
+@pytest.mark.parametrize("buffering", ["on", "off"], ids=["request buffering", "streaming"])
+def test_pub15_upstream_early_final_response(make_gw, probe, connect, fresh_ok, buffering):
     """PUB-15 D: the upstream answers 413 as soon as it has the head, without reading the body.
 
     Sources as PUB-15 A (fluxzy.core#625: stop the body pump on an early final response).
     Expected: the client receives 413; the late body bytes are never sent to a pooled upstream
     connection as if they were a new request; that upstream connection is closed, not pooled.
+    With proxy_request_buffering on (the default, as nginx) fastgw answers 100 itself and
+    reads the body before any peer is asked; off, the head goes on at once and the body is late.
     """
+    gw = make_gw(location=f"proxy_request_buffering {buffering};")
     probe.script(early={"/upload": Reply(EXPECT_D_UP)})
     c = connect(gw.port)
     c.send(EXPECT_A)
     resp = c.read_response(timeout=5.0)
     if resp.status == 100:
+        if buffering == "on":
+            c.send(b"hello")
         resp = c.read_response(timeout=5.0)
     assert resp.status == 413, resp
-    c.send(b"hello")     # the late body
+    if buffering == "off":
+        c.send(b"hello")     # the late body
     time.sleep(0.3)
     upload = [conn for conn in probe.connections if b"POST /upload" in conn.data]
     assert len(upload) == 1, probe.connections

@@ -298,7 +298,6 @@ def test_pub09_runaway_chunk_rejected(gw, probe, warm, payload):
     _check_runaway_streaming(gw, probe, payload)
 
 
-@pytest.mark.xfail(strict=True, reason="needs issue 7: proxy_request_buffering on|off")
 @pytest.mark.parametrize("payload", [p for _, p in RUNAWAY], ids=_ids(RUNAWAY))
 def test_pub09_runaway_chunk_rejected_with_request_buffering(make_gw, reject_close, payload):
     """PUB-09 with `proxy_request_buffering on`: the upstream receives nothing (REJECT-CLOSE 400)."""
@@ -306,7 +305,6 @@ def test_pub09_runaway_chunk_rejected_with_request_buffering(make_gw, reject_clo
     reject_close(payload, 400, forbidden=[b"SEE-", b"AAAAA"], gateway=gw)
 
 
-@pytest.mark.xfail(strict=True, reason="needs issue 7: proxy_request_buffering on|off")
 @pytest.mark.parametrize("payload", [p for _, p in RUNAWAY], ids=_ids(RUNAWAY))
 def test_pub09_runaway_chunk_rejected_streaming(make_gw, probe, warm, payload):
     """PUB-09 with `proxy_request_buffering off`: the streaming rules (see the baseline test)."""

@@ -201,14 +201,28 @@ def test_post_is_not_retried_by_default_but_get_is(gateway, make_backend):
 
 
 def test_a_body_that_was_not_kept_is_never_resent(gateway, make_backend):
+    """proxy_request_buffering off: a streamed body over the 64 KiB kept is never resent
+    (on, the default, the whole body is held and a retry sends it again: test_buffering)."""
     a, b = make_backend(), make_backend()
     gw = gateway(conf(f"server 127.0.0.1:{a} max_fails=0; server 127.0.0.1:{b} max_fails=0;",
-                      "proxy_next_upstream error timeout non_idempotent;"))
+                      "proxy_next_upstream error timeout non_idempotent; "
+                      "proxy_request_buffering off;"))
     for p in (a, b):
         reset(p)
     # 200 KiB streams through: more than the 64 KiB kept for a retry.
     assert request(gw.port, "/?drop=1", "PUT", b"y" * 200_000)[0] == 502
     assert backend_stats(a)["requests_total"] + backend_stats(b)["requests_total"] == 1
+
+
+def test_a_buffered_body_is_resent_whole(gateway, make_backend):
+    """proxy_request_buffering on (the default): the same 200 KiB PUT goes to both peers."""
+    a, b = make_backend(), make_backend()
+    gw = gateway(conf(f"server 127.0.0.1:{a} max_fails=0; server 127.0.0.1:{b} max_fails=0;",
+                      "proxy_next_upstream error timeout non_idempotent;"))
+    for p in (a, b):
+        reset(p)
+    assert request(gw.port, "/?drop=1", "PUT", b"y" * 200_000)[0] == 502
+    assert backend_stats(a)["requests_total"] + backend_stats(b)["requests_total"] == 2
 
 
 def test_proxy_next_upstream_tries_bounds_the_attempts(gateway, make_backend):
