@@ -616,6 +616,7 @@ cdef class Downstream:
     cdef int reject_status
     cdef long head_bytes
     cdef long head_size
+    cdef long line_bytes
     cdef long pending_bytes
     cdef double last_read
     cdef double idle_since
@@ -725,6 +726,18 @@ cdef class Downstream:
         self.in_feed = False
         self._send_pending()
         if self.parsing is not None and not self.parsing.head_done:
+            # httptools holds a header line until it ends: a line over the buffer
+            # size is refused as soon as it is, not when (if ever) it ends.
+            nl = data.rfind(b"\n")
+            if nl < 0:
+                self.line_bytes += len(data)
+            else:
+                self.line_bytes = len(data) - nl - 1
+            if self.line_bytes > self.default_server.header_buffer_size:
+                # (A long request target was refused by on_url already: 414.)
+                self.reject_status = 431
+                self._parse_failed(None)
+                return
             # The read a head began in may hold earlier pipelined requests too: only
             # later reads count (one read is bounded by the transport's read size).
             if self.head_bytes < 0:
@@ -733,7 +746,7 @@ cdef class Downstream:
                 self.head_bytes += len(data)
             if self.head_bytes > self.default_server.header_buffers * self.default_server.header_buffer_size:
                 # httptools holds a header line in memory until it ends: bound it here.
-                self.reject_status = 400
+                self.reject_status = 431
                 self._parse_failed(None)
 
     cdef _feed(self, data):
@@ -874,6 +887,7 @@ cdef class Downstream:
         self.rt.stats.add(C_REQUESTS, 1)
         self.parsing = r
         self.head_bytes = -1
+        self.line_bytes = 0
         if self.current is None and self.state == S_IDLE:
             self._state(S_HEAD)
             self.head_started = r.start
@@ -896,7 +910,8 @@ cdef class Downstream:
         r.head_size += size
         if (size > self.default_server.header_buffer_size
                 or r.head_size > self.default_server.header_buffers * self.default_server.header_buffer_size):
-            self.reject_status = 400
+            # RFC 6585 §5 (nginx says 400 here; fastgw names the cause).
+            self.reject_status = 431
             raise _Reject()
         if b"_" in name:
             # nginx ignores such fields by default (underscores_in_headers off): a
@@ -1720,7 +1735,7 @@ cdef class Downstream:
             self._resume_reading()
         if self.parsing is not None:
             self._state(S_HEAD)
-            self.head_started = self.parsing.start
+            self.head_started = self.loop.time()
         else:
             self._state(S_IDLE)
             self.idle_since = self.loop.time()
@@ -1938,10 +1953,13 @@ cdef class Downstream:
         elif self.closing:
             pass
         elif p is not None and not p.head_done:
-            deadline = self.head_started + self.default_server.header_timeout
-            if now >= deadline:
-                self._timeout("client timed out (110: Connection timed out) while reading client request headers", 0)
-                return
+            # A head pipelined behind a request being served waits its turn: its
+            # deadline runs from when that request is done (see _next).
+            if r is None:
+                deadline = self.head_started + self.default_server.header_timeout
+                if now >= deadline:
+                    self._header_timeout(p)
+                    return
         elif p is not None and not p.body_done and not self.reading_paused:
             # A body still arriving, for the request being served or for one that
             # was answered early and whose body is read and discarded (nginx).
@@ -1960,6 +1978,21 @@ cdef class Downstream:
         if deadline > now and deadline - now < step:
             step = deadline - now
         self.timer = self.loop.call_later(step, self._on_timer)
+
+    cdef _header_timeout(self, Request p):
+        """client_header_timeout passed with a head still incomplete: 408 and close."""
+        if self.default_server.error_log.enabled("info"):
+            self.default_server.error_log.log(
+                "info", "client timed out (110: Connection timed out) while reading client request headers",
+                conn=self.conn_id, client=self.remote_addr.decode())
+        self.parsing = None
+        self.no_more_requests = True
+        p.keep_alive = False
+        p.error_status = 408
+        if p.request_line is None:
+            p.request_line = b""
+        self._pause_reading()
+        self._respond(p, 408, None, b"", True)
 
     cdef _timeout(self, str message, int status):
         cdef Request r = self.current
@@ -2357,6 +2390,12 @@ cdef class UpstreamConn:
             self.parser.feed_data(data)
         except HttpParserError as exc:
             self._flush()
+            if self.resp_done and self.retry_peer is None and not self.tunnel_ok:
+                # Bytes after a complete response (another response, or garbage):
+                # the client has its answer; this connection is never reused.
+                self.resp_keep = False
+                self._complete()
+                return
             if self.head_size > MAX_UPSTREAM_HEAD:
                 self._fail(502, "upstream sent too big header while reading response header from upstream",
                            False, NU_INVALID_HEADER)
@@ -2455,6 +2494,12 @@ cdef class UpstreamConn:
             self.transport.resume_reading()
 
     # -- llhttp callbacks (httptools) -------------------------------------------------------
+    def on_message_begin(self):
+        if self.resp_done:
+            # A second response to one request: never relayed (it would answer a
+            # request the client did not send); data_received closes the connection.
+            raise HttpParserError("data after the response")
+
     def on_status(self, bytes reason):
         self.reason = reason if self.reason is None else self.reason + reason
 

@@ -506,7 +506,12 @@ DIRECTIVES = [
     Directive("proxy_set_header", HSL, (2, 2),
               "`proxy_set_header NAME VALUE`: set a header sent upstream (variables allowed; an "
               "empty value removes it). Default `Host $proxy_host`. fastgw manages the upstream "
-              "`Connection` header itself.", _header_pair, multiple=True, inherit=True),
+              "`Connection` header itself. Setting `Upgrade` (nginx's WebSocket idiom: "
+              "`proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection "
+              "\"upgrade\";`, or `$connection_upgrade` from a `map`) lets a WebSocket handshake "
+              "through, tunnelled once the upstream answers 101; other requests get neither "
+              "field, and no other protocol (h2c) is ever forwarded.",
+              _header_pair, multiple=True, inherit=True),
     Directive("proxy_http_version", HSL, (1, 1),
               "HTTP version spoken to upstreams: 1.1 (fastgw's default) or 1.0.",
               _one(lambda s: _http_version([s])), default="1.1", inherit=True),

@@ -187,6 +187,24 @@ def test_pub14_valid_then_invalid_pipelined(gw, probe, connect):
     assert [q.target for q in probe.requests] == [b"/"]
 
 
+def test_pipelined_partial_head_waits_for_the_request_being_served(make_gw, probe, connect):
+    """A partial head pipelined behind a slow request: its client_header_timeout (1 s here)
+    starts when that request is done, so the valid request is answered first (1.5 s), and
+    then the partial head gets 408 and the connection closes."""
+    gw = make_gw(server="client_header_timeout 1s;")
+    probe.script(replies={"/slow": Reply(1.5, b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow")})
+    c = connect(gw.port)
+    t0 = c.send(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\nGET /x HTTP/1.1\r\nHo")
+    first = c.read_response(timeout=5.0)
+    assert first.status == 200 and first.body == b"slow", first
+    second = c.read_response(timeout=5.0)
+    assert second.status == 408, second
+    assert second.t_done - first.t_done >= 0.5, (first.t_done, second.t_done)
+    assert second.t_done - t0 < 6.0
+    closed, _ = c.wait_closed(3.0)
+    assert closed
+
+
 # -- PUB-15 --------------------------------------------------------------------------------
 
 EXPECT_A = b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
@@ -482,6 +500,26 @@ def test_pub18_invalid_upstream_framing_is_502(gw, probe, connect, fresh_ok, rep
         assert nxt.status == 200 and nxt.body == b"ok", nxt
     for _ in range(2):
         assert fresh_ok().conn_id != bad.id
+
+
+def test_second_response_to_one_request_is_never_relayed(gw, probe, connect, fresh_ok):
+    """The upstream sends two complete responses to one request (a desync, or a poisoned
+    upstream): the client gets the first only, and that upstream connection is closed,
+    never pooled."""
+    probe.script(replies={"/two": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                                  b"HTTP/1.1 201 Created\r\nContent-Length: 3\r\nX-Evil: 1\r\n\r\nbad"})
+    c = connect(gw.port)
+    c.send(b"GET /two HTTP/1.1\r\nHost: a\r\n\r\n")
+    resp = c.read_response(timeout=5.0)
+    assert resp.status == 200 and resp.body == b"ok", resp
+    c.send(b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n")
+    after = c.read_response(timeout=5.0)
+    assert after.status == 200 and after.body == b"ok", after
+    assert b"201" not in c.received and b"X-Evil" not in c.received
+    (two,) = [pc for pc in probe.connections if any(r.target == b"/two" for r in pc.requests)]
+    assert two.wait_closed(3.0)
+    assert all(r.target == b"/two" for r in two.requests)
+    fresh_ok()
 
 
 # -- PUB-19 --------------------------------------------------------------------------------

@@ -372,8 +372,51 @@ def test_client_timeouts(gateway, backend):
         }}""")
     for data in (b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", b"GET / HTTP/1.1\r\nHo"):
         t0 = time.monotonic()
-        raw_request(gw.port, data, timeout=10)
+        got = raw_request(gw.port, data, timeout=10)
         assert 0.5 <= time.monotonic() - t0 < 3.0
+        if data.endswith(b"Ho"):
+            # An incomplete head at client_header_timeout: 408 and close.
+            (status, headers, _), = parse_responses(got)
+            assert status == 408 and headers["connection"] == "close"
+        else:
+            # Idle after a response (keepalive_timeout): closed without a word.
+            assert len(parse_responses(got)) == 1
+
+
+def test_header_timeout_is_absolute(gateway, backend):
+    """client_header_timeout is a deadline from the head's first byte: a client that
+    trickles a byte every 0.3 s cannot extend it past 1 s."""
+    gw = gateway(f"""
+        events {{ }}
+        error_log logs/error.log notice;
+        http {{
+            client_header_timeout 1s;
+            upstream app {{ server 127.0.0.1:{backend}; }}
+            server {{ listen 127.0.0.1:{{port}}; location / {{ proxy_pass http://app; }} }}
+        }}""")
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+        t0 = time.monotonic()
+        s.sendall(b"GET / HTTP/1.1\r\nX-Slow: ")
+        got = b""
+        for _ in range(20):
+            time.sleep(0.3)
+            try:
+                s.sendall(b"a")
+            except OSError:
+                break
+            s.settimeout(0.01)
+            try:
+                data = s.recv(65536)
+            except socket.timeout:
+                continue
+            finally:
+                s.settimeout(10)
+            got += data
+            if not data or b"\r\n\r\n" in got:
+                break
+        elapsed = time.monotonic() - t0
+    assert got.startswith(b"HTTP/1.1 408 "), got
+    assert 0.5 <= elapsed < 3.0, elapsed
 
 
 def test_request_head_limits(base_gateway):
@@ -381,9 +424,19 @@ def test_request_head_limits(base_gateway):
     long_uri = b"/" + b"a" * 9000
     (status, _, _), = parse_responses(raw_request(gw.port, b"GET " + long_uri + b" HTTP/1.1\r\nHost: t\r\n\r\n"))
     assert status == 414
+    # A header line over the buffer size, or more than NUMBER x SIZE of head: 431
+    # (RFC 6585 §5), answered as soon as the limit is crossed.
     big = b"X-Big: " + b"b" * 9000 + b"\r\n"
     (status, _, _), = parse_responses(raw_request(gw.port, b"GET / HTTP/1.1\r\nHost: t\r\n" + big + b"\r\n"))
-    assert status == 400
+    assert status == 431
+    many = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 1000) for i in range(40))
+    (status, _, _), = parse_responses(raw_request(gw.port, b"GET / HTTP/1.1\r\nHost: t\r\n" + many + b"\r\n"))
+    assert status == 431
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+        # The head never ends: the answer must not wait for it.
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nX-Endless: " + b"e" * 20000)
+        s.settimeout(5)
+        assert s.recv(65536).startswith(b"HTTP/1.1 431 ")
 
 
 def test_missing_host_and_bad_path_are_400(base_gateway, backend):
