@@ -6,8 +6,22 @@ from fastgw._core.counters cimport Stats
 from fastgw._core.spool cimport BodyBuffer, Spool
 
 
+cdef class Wheel:
+    cdef object loop
+    cdef dict slots
+    cdef long done
+    cdef object handle
+    cdef list went_idle
+    cdef object idle_handle
+
+    cdef arm(self, object conn, double delay)
+    cdef cancel(self, object conn)
+    cdef note_idle(self, object conn)
+
+
 cdef class Runtime:
     cdef public object loop
+    cdef public Wheel wheel
     cdef public object error_log
     cdef public set connections
     cdef public int worker_connections

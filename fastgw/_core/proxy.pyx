@@ -150,6 +150,119 @@ cdef frozenset RESPONSE_SKIP = frozenset({
 })
 
 
+# Granularity of client connection timeouts (seconds): a deadline fires up to this late.
+cdef double WHEEL_TICK = 0.1
+# A keep-alive connection idle this long (seconds) drops its parser; its next byte makes one.
+cdef double PARSER_IDLE = 1.0
+
+
+cdef class Wheel:
+    """Every client connection's next timeout check, on one loop timer per worker.
+
+    A hashed timer wheel: a connection waits in the set of the tick (WHEEL_TICK
+    seconds) its check is due in (its ``timer_slot``); the loop timer runs the due
+    sets each tick while any is left. A ``call_later`` per connection cost about
+    500 bytes and a libuv timer each; a set entry costs a few dozen bytes. The
+    wheel also drops the parsers of connections idle for PARSER_IDLE seconds
+    (about 900 bytes each), so that idle keep-alive connections stay small.
+    """
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.slots = {}
+        self.done = 0
+        self.handle = None
+        self.went_idle = []
+        self.idle_handle = None
+
+    cdef arm(self, object conn, double delay):
+        """Check ``conn`` (a Downstream) again in ``delay`` seconds (at most a tick later)."""
+        cdef Downstream c = <Downstream>conn
+        cdef double now = self.loop.time()
+        cdef long slot = <long>((now + delay) / WHEEL_TICK) + 1
+        cdef set due
+        if self.handle is None:
+            # Nothing was pending: no slot between the last run and now holds anything.
+            self.done = <long>(now / WHEEL_TICK)
+        if slot <= self.done:
+            slot = self.done + 1
+        if c.timer_slot == slot:
+            return
+        if c.timer_slot:
+            self.cancel(c)
+        c.timer_slot = slot
+        due = self.slots.get(slot)
+        if due is None:
+            self.slots[slot] = {c}
+        else:
+            due.add(c)
+        if self.handle is None:
+            self.handle = self.loop.call_later(WHEEL_TICK, self._run)
+
+    cdef cancel(self, object conn):
+        cdef Downstream c = <Downstream>conn
+        cdef set due
+        if c.timer_slot:
+            due = self.slots.get(c.timer_slot)
+            if due is not None:
+                due.discard(c)
+                if not due:
+                    del self.slots[c.timer_slot]
+            c.timer_slot = 0
+
+    def _run(self):
+        cdef long now_slot = <long>(self.loop.time() / WHEEL_TICK)
+        cdef long s = self.done + 1
+        cdef set due
+        cdef Downstream c
+        self.handle = None
+        while s <= now_slot:
+            due = self.slots.pop(s, None)
+            if due is not None:
+                for conn in due:
+                    c = <Downstream>conn
+                    c.timer_slot = 0
+                    try:
+                        c._on_timer()
+                    except Exception as exc:
+                        # One connection's bug must not stop the others' timeouts.
+                        self.loop.call_exception_handler({
+                            "message": "fastgw: client connection timer failed",
+                            "exception": exc, "protocol": c})
+            s += 1
+        self.done = now_slot
+        if self.slots and self.handle is None:
+            self.handle = self.loop.call_later(WHEEL_TICK, self._run)
+
+    cdef note_idle(self, object conn):
+        """``conn`` just went idle between requests: drop its parser if it stays idle."""
+        cdef Downstream c = <Downstream>conn
+        if c.idle_listed:
+            return
+        c.idle_listed = True
+        self.went_idle.append(c)
+        if self.idle_handle is None:
+            self.idle_handle = self.loop.call_later(PARSER_IDLE, self._drop_parsers)
+
+    def _drop_parsers(self):
+        cdef double now = self.loop.time()
+        cdef list listed = self.went_idle
+        cdef Downstream c
+        self.idle_handle = None
+        self.went_idle = []
+        for conn in listed:
+            c = <Downstream>conn
+            if c.state != S_IDLE or c.closing or c.parsing is not None or c.held is not None:
+                c.idle_listed = False  # busy again or closed: listed anew when idle
+            elif now - c.idle_since >= PARSER_IDLE:
+                c.idle_listed = False
+                c.parser = None
+            else:
+                self.went_idle.append(c)
+        if self.went_idle and self.idle_handle is None:
+            self.idle_handle = self.loop.call_later(PARSER_IDLE, self._drop_parsers)
+
+
 cdef class Runtime:
     """What one worker's connections share: the loop, the main error log, counters.
 
@@ -160,6 +273,7 @@ cdef class Runtime:
 
     def __init__(self, loop, error_log, int worker_connections, bytes pid):
         self.loop = loop
+        self.wheel = Wheel(loop)
         self.error_log = error_log
         self.connections = set()
         self.worker_connections = worker_connections
@@ -623,7 +737,9 @@ cdef class Downstream:
     cdef double idle_timeout
     cdef double head_started
     cdef double write_paused_at
-    cdef object timer
+    # The wheel tick this connection's next timeout check is due in (0: none).
+    cdef long timer_slot
+    cdef bint idle_listed
     cdef double timer_step
     cdef Server default_server
     cdef VirtualHosts vhosts
@@ -656,7 +772,7 @@ cdef class Downstream:
         self._state(S_IDLE)
         self.vhosts = vhosts
         self.default_server = <Server>vhosts.default
-        self.parser = HttpRequestParser(self)
+        # The parser is made when the first byte arrives (see Wheel).
 
     def _self(self):
         return self
@@ -709,6 +825,8 @@ cdef class Downstream:
             self._pause_reading()
             return
         self.in_feed = True
+        if self.parser is None:
+            self.parser = HttpRequestParser(self)
         try:
             self._feed(data)
         except (HttpParserError, HttpParserCallbackError, _Reject) as exc:
@@ -792,9 +910,7 @@ cdef class Downstream:
         self._state(S_CLOSED)
         self.rt.stats.add(C_ACTIVE, -1)
         self.closing = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.rt.wheel.cancel(self)
         r = self.current
         self._leave_queue(r)
         if self.spool is not None:
@@ -1741,6 +1857,7 @@ cdef class Downstream:
             self.idle_since = self.loop.time()
             self.idle_timeout = (self.last_location.keepalive_timeout if self.last_location is not None
                                  else self.default_server.keepalive_timeout)
+            self.rt.wheel.note_idle(self)
 
     cdef _release_held(self):
         """The upgrade request was answered without a tunnel: what followed its head
@@ -1930,7 +2047,7 @@ cdef class Downstream:
     # -- timers ------------------------------------------------------------------------------
     cdef _arm_timer(self, double step):
         self.timer_step = step if step > 0 else 60.0
-        self.timer = self.loop.call_later(self.timer_step, self._on_timer)
+        self.rt.wheel.arm(self, self.timer_step)
 
     def _on_timer(self):
         cdef double now = self.loop.time()
@@ -1938,7 +2055,6 @@ cdef class Downstream:
         cdef Request r = self.current
         cdef Request p = self.parsing
         cdef Location loc
-        self.timer = None
         if self.state == S_CLOSED:
             return
         if self.writing_paused:
@@ -1977,7 +2093,7 @@ cdef class Downstream:
         step = self.timer_step
         if deadline > now and deadline - now < step:
             step = deadline - now
-        self.timer = self.loop.call_later(step, self._on_timer)
+        self.rt.wheel.arm(self, step)
 
     cdef _header_timeout(self, Request p):
         """client_header_timeout passed with a head still incomplete: 408 and close."""

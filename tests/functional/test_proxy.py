@@ -383,6 +383,29 @@ def test_client_timeouts(gateway, backend):
             assert len(parse_responses(got)) == 1
 
 
+def test_keepalive_connection_after_a_long_idle_spell(base_gateway):
+    """An idle keep-alive connection gives its parser back after a second (memory per idle
+    connection); the next request, even split across reads, is parsed by a new one."""
+    gw = base_gateway()
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+        s.sendall(b"GET /?size=5 HTTP/1.1\r\nHost: t\r\n\r\n")
+        first = b""
+        while not first.endswith(b"xxxxx"):
+            first += s.recv(65536)
+        time.sleep(2.5)
+        s.sendall(b"GET /?size=7 HTTP/1.1\r\nHo")
+        time.sleep(0.2)
+        s.sendall(b"st: t\r\nConnection: close\r\n\r\n")
+        second = b""
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            second += data
+    (status, _, body), = parse_responses(second)
+    assert status == 200 and body == b"x" * 7
+
+
 def test_header_timeout_is_absolute(gateway, backend):
     """client_header_timeout is a deadline from the head's first byte: a client that
     trickles a byte every 0.3 s cannot extend it past 1 s."""

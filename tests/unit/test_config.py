@@ -172,6 +172,22 @@ VALID = [
      lambda c: settings(c).client_max_body_size, 10 * 1024 * 1024),
     ("client_max_body_size", "http", "client_max_body_size 0;",
      lambda c: settings(c).client_max_body_size, 0),
+    ("client_body_buffer_size", "location", "client_body_buffer_size 1m;",
+     lambda c: settings(c).client_body_buffer_size, 1024 * 1024),
+    ("client_body_temp_path", "http", "client_body_temp_path /var/tmp/fg 1 2;",
+     lambda c: settings(c).client_body_temp_path, "/var/tmp/fg"),
+    ("client_body_temp_path", "location", "client_body_temp_path tmp/body;",
+     lambda c: settings(c).client_body_temp_path, PREFIX + "/tmp/body"),
+    ("proxy_request_buffering", "location", "proxy_request_buffering off;",
+     lambda c: settings(c).proxy_request_buffering, False),
+    ("proxy_buffering", "server", "proxy_buffering off;",
+     lambda c: settings(c).proxy_buffering, False),
+    ("proxy_buffers", "location", "proxy_buffers 4 64k;",
+     lambda c: settings(c).proxy_buffers, (4, 65536)),
+    ("proxy_max_temp_file_size", "location", "proxy_max_temp_file_size 0;",
+     lambda c: settings(c).proxy_max_temp_file_size, 0),
+    ("proxy_temp_path", "location", "proxy_temp_path tmp/resp;",
+     lambda c: settings(c).proxy_temp_path, PREFIX + "/tmp/resp"),
     ("large_client_header_buffers", "server", "large_client_header_buffers 8 16k;",
      lambda c: server0(c).settings.large_client_header_buffers, (8, 16384)),
     ("add_header", "location", "add_header X-Served-By fastgw;",
@@ -292,6 +308,13 @@ def test_defaults(tmp_path):
         "client_body_timeout": 60.0,
         "send_timeout": 60.0,
         "client_max_body_size": 1024 * 1024,
+        "client_body_buffer_size": 65536,
+        "client_body_temp_path": p + "/client_body_temp",
+        "proxy_request_buffering": True,
+        "proxy_buffering": True,
+        "proxy_buffers": (8, 16384),
+        "proxy_max_temp_file_size": 1024 * 1024 * 1024,
+        "proxy_temp_path": p + "/proxy_temp",
         "large_client_header_buffers": (4, 8192),
         "add_header": (),
         "proxy_set_header": (),
@@ -325,6 +348,8 @@ def test_table_default_is_the_default_applied(tmp_path, d):
     """The default documented in the table (docs/directives.md) is what an unset directive gets."""
     config = load_text(tmp_path, conf())
     value = d.parse(d.default.split())
+    if d.name.endswith("_temp_path"):
+        value = os.path.join(str(tmp_path), value)
     if d.name in ("pid", "error_log"):
         value = os.path.join(str(tmp_path), value) if d.name == "pid" else \
             (os.path.join(str(tmp_path), value[0]), value[1])
@@ -368,28 +393,20 @@ def test_missing_main_file(tmp_path):
 
 # -- planned directives -------------------------------------------------------------------------
 
-PLANNED = [d for d in D.DIRECTIVES if d.planned]
-
-
-@pytest.mark.parametrize("d", PLANNED, ids=lambda d: d.name)
-def test_planned_directive_is_rejected(tmp_path, d):
-    args = " x" * max(d.nargs[0], 0)
-    statement = f"{d.name.partition('@')[0]}{args};  # planned"
-    for where in (D.LOCATION, D.SERVER, D.HTTP, D.UPSTREAM):
-        if where in d.contexts:
-            break
-    text = conf(**{where: statement})
+def test_planned_directive_is_rejected(tmp_path, planned_directive):
+    d = planned_directive
+    text = conf(location=f"{d.name} x;  # planned")
     errors = errors_of(tmp_path, text)
     assert_one_error(errors, not_supported(d.name, d.planned), tmp_path / "fastgw.conf",
                      line_of(text, "# planned"))
     assert "not supported yet" in errors[0].message
 
 
-def test_planned_directive_in_included_file(tmp_path):
-    write(tmp_path / "buffers.conf", "\n\nproxy_buffering off;\n")
-    text = conf(location="include buffers.conf;")
+def test_planned_directive_in_included_file(tmp_path, planned_directive):
+    write(tmp_path / "cache.conf", "\n\nproxy_cache on;\n")
+    text = conf(location="include cache.conf;")
     errors = errors_of(tmp_path, text)
-    assert_one_error(errors, not_supported("proxy_buffering", "#7"), tmp_path / "buffers.conf", 3)
+    assert_one_error(errors, not_supported("proxy_cache", "#99"), tmp_path / "cache.conf", 3)
 
 
 # -- errors, each at its file and line ----------------------------------------------------------
@@ -415,6 +432,13 @@ def test_planned_directive_in_included_file(tmp_path):
     ("location", "add_header X;", 'invalid number of arguments in "add_header" directive'),
     ("location", "return;", 'invalid number of arguments in "return" directive'),
     ("location", "client_max_body_size 1q;", 'invalid size "1q" in "client_max_body_size" directive'),
+    ("location", "proxy_buffers 8;", 'invalid number of arguments in "proxy_buffers" directive'),
+    ("location", "proxy_buffers 8 512;",
+     'buffer size must be at least 1k in "proxy_buffers" directive'),
+    ("location", "proxy_buffering maybe;",
+     'invalid value "maybe", it must be "on" or "off" in "proxy_buffering" directive'),
+    ("location", "proxy_temp_path t 3;",
+     'invalid level "3": each must be 1 or 2 in "proxy_temp_path" directive'),
     ("location", "proxy_read_timeout 5x;", 'invalid time "5x" in "proxy_read_timeout" directive'),
     ("location", "proxy_connect_timeout -1;", 'invalid time "-1" in "proxy_connect_timeout" directive'),
     ("main", "worker_processes two;", 'invalid number "two" in "worker_processes" directive'),
