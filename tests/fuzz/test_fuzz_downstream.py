@@ -17,8 +17,10 @@ Checked for every example, and why:
   hostile input is a crash at best;
 * what the upstream received reads, strictly, as a sequence of requests with
   exactly one framing each, no CR/LF/NUL/control byte in a field, token field
-  names, no obs-fold, no hop-by-hop field, one Host; and llhttp frames the
-  same bytes into the same requests: never two readings of one message;
+  names, no obs-fold, no hop-by-hop field, never two Host fields, no chunked
+  body in an HTTP/1.0 request (the last two as far as not already kept as
+  findings); and llhttp frames the same bytes into the same requests: never
+  two readings of one message;
 * a request fastgw rejected itself (400 413 414 431 501 505) never reached
   the upstream whole, the rejection says ``Connection: close`` and is the
   last response; a partial one's upstream connection is closed, not pooled;
@@ -31,23 +33,31 @@ Checked for every example, and why:
 Memory: :func:`test_memory_stays_bounded` feeds a few megabytes of hostile
 streams under tracemalloc.
 
-Bounded for CI: ``FASTGW_FUZZ_EXAMPLES`` (default 300) examples,
-derandomized and without an example database, so a CI run is the same run
-each time and leaves no ``.hypothesis`` directory. A longer run by hand::
+Bounded for CI: ``FASTGW_FUZZ_EXAMPLES`` (default 300) examples per
+upstream kind, derandomized and without an example database, so a CI run is
+the same run each time (about 15 s for this directory on 2 cores) and
+leaves no ``.hypothesis`` directory in the repository. A longer run by hand
+(``-o timeout=0``: pyproject's 120 s per test would stop it)::
 
-    FASTGW_FUZZ_EXAMPLES=20000 FASTGW_FUZZ_SEED=random .venv/bin/pytest -q tests/fuzz -p no:cacheprovider
+    FASTGW_FUZZ_EXAMPLES=20000 FASTGW_FUZZ_SEED=random FASTGW_FUZZ_PROGRESS=1000
+    .venv/bin/pytest -q tests/fuzz -k test_fuzz_downstream -s -o timeout=0 -p no:cacheprovider
 
-(``FASTGW_FUZZ_SEED=random`` draws new examples; any integer fixes them.)
+(one command line).
+
+``FASTGW_FUZZ_SEED=random`` draws new examples (any integer fixes them);
+``FASTGW_FUZZ_PROGRESS=N`` prints a count every N examples. A failure prints
+the shrunk bytes and cuts, and a ``@reproduce_failure`` blob.
+
+Faults found are kept as xfail(strict=True) tests at the end of this file.
 """
 
 import asyncio
 import gc
 import os
 import sys
+import tempfile
 import time
 import tracemalloc
-
-import tempfile
 
 import pytest
 import uvloop
@@ -64,6 +74,8 @@ from fastgw.testing.fuzz import FuzzWorker, httptools_reading, parse_upstream, s
 
 EXAMPLES = int(os.environ.get("FASTGW_FUZZ_EXAMPLES", "300"))
 SEED = os.environ.get("FASTGW_FUZZ_SEED", "")
+# Print a progress line every this many examples (0: never).
+PROGRESS = int(os.environ.get("FASTGW_FUZZ_PROGRESS", "0"))
 
 CONF = """
 worker_processes 1;
@@ -108,6 +120,15 @@ http {
 }
 """
 
+# The other upstream side: HTTP/1.0 and no keep-alive pool (fastgw says Connection: close).
+CONF_HTTP10 = (CONF.replace("proxy_http_version    1.1;", "proxy_http_version    1.0;")
+               .replace("keepalive 8;", ""))
+assert CONF_HTTP10 != CONF
+
+# Faults found and kept as their own xfail tests (end of this file), not enforced by
+# the fuzzer so that it goes on looking for others.
+TOLERATE = frozenset({"chunked-http10"})
+
 # Statuses fastgw answers a malformed request with, before any upstream sees it.
 REJECT = frozenset({400, 413, 414, 431, 501, 505})
 
@@ -117,17 +138,19 @@ REJECT = frozenset({400, 413, 414, 431, 501, 505})
 class Harness:
     """The loop, the worker and the error recorders that every example shares."""
 
-    def __init__(self):
+    def __init__(self, conf=CONF):
         self.loop = uvloop.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.errors = []
         self.loop.set_exception_handler(lambda loop, ctx: self.errors.append(
             f"loop exception handler: {ctx.get('message')}: {ctx.get('exception')!r}"))
-        self.worker = FuzzWorker(CONF)
+        self.worker = FuzzWorker(conf)
+        self.worker.upstream.tolerate = TOLERATE
         self.loop.run_until_complete(self.worker.start())
         self.examples = 0
         self.pieces = 0
         self.bytes = 0
+        self.started = time.monotonic()
 
     def unraisable(self, unraisable):
         self.errors.append(f"unraisable: {unraisable.exc_value!r} in {unraisable.object!r}")
@@ -139,9 +162,12 @@ class Harness:
         asyncio.set_event_loop(None)
 
 
-@pytest.fixture(scope="module")
-def harness():
-    h = Harness()
+@pytest.fixture(scope="module", params=["http11", "http10"])
+def harness(request):
+    """A worker with an HTTP/1.1 keep-alive upstream, then one with an HTTP/1.0 upstream
+    without keep-alive: each test runs on both."""
+    h = Harness(CONF if request.param == "http11" else CONF_HTTP10)
+    h.kind = request.param
     started = time.monotonic()
     yield h
     took = time.monotonic() - started
@@ -240,7 +266,7 @@ def check(before, after, conns, tr):
     complete = []
     for c in conns:
         data = bytes(c.data)
-        res = parse_upstream(data)
+        res = parse_upstream(data, tolerate=TOLERATE)
         if res.error is not None:
             bad.append(f"upstream conn {c.cid} cannot read what fastgw sent: {res.error}; "
                        f"bytes {data[:600]!r}")
@@ -271,7 +297,8 @@ def check(before, after, conns, tr):
             bad.append(f"relayed response {r.up!r} answers no request of this connection "
                        f"(upstream requests {sorted(known)})")
     # Upstream requests complete before the client left.
-    pre_complete = sum(len(parse_upstream(d).complete) for d, _ in before["upstream"])
+    pre_complete = sum(len(parse_upstream(d, tolerate=TOLERATE).complete)
+                       for d, _ in before["upstream"])
     if pre_complete > len(relayed) + 1:
         bad.append(f"the upstream got {pre_complete} requests, fastgw answered "
                    f"{len(relayed)} of them and serves at most one more")
@@ -289,7 +316,7 @@ def check(before, after, conns, tr):
                 bad.append(f"fastgw rejected request {i + 1} with {r.status}, yet the upstream "
                            f"got {len(complete)} whole requests for {ahead} relayed responses")
             for d, closed in before["upstream"]:
-                res = parse_upstream(d)
+                res = parse_upstream(d, tolerate=TOLERATE)
                 if res.requests and not res.requests[-1].complete and not closed:
                     bad.append(f"after the rejection {r.status} an upstream connection holds "
                                f"a partial request and is still open: {d[-200:]!r}")
@@ -321,6 +348,10 @@ def drive(h, data, cuts, pauses=None, eof=False):
     finally:
         sys.unraisablehook = old_hook
     h.examples += 1
+    if PROGRESS and h.examples % PROGRESS == 0:
+        # A long run by hand may be stopped by a timeout: say how far it got.
+        print(f"fuzz: {h.examples} examples, {h.pieces} pieces, {h.bytes} bytes in "
+              f"{time.monotonic() - h.started:.0f} s", file=sys.stderr, flush=True)
     bad = list(h.errors) + check(before, after, conns, tr)
     assert not bad, "\n".join(bad) + f"\npieces: {pieces!r}"
     return before, conns
@@ -535,7 +566,7 @@ def test_fuzz_downstream(harness, case):
     before, conns = drive(harness, data, cuts, pauses, eof)
     # What the examples reach (pytest --hypothesis-show-statistics).
     responses, _ = split_responses(before["client"])
-    forwarded = sum(len(parse_upstream(bytes(c.data)).complete) for c in conns)
+    forwarded = sum(len(parse_upstream(bytes(c.data), tolerate=TOLERATE).complete) for c in conns)
     event(f"forwarded {min(forwarded, 3)}{'+' if forwarded > 3 else ''}")
     event("first response " + (f"{responses[0].status} {'local' if responses[0].local else 'relayed'}"
                                if responses else "none"))
@@ -624,11 +655,31 @@ def test_memory_stays_bounded(harness, name):
     "RFC 9112 §3.2 requires Host in every HTTP/1.1 request, a strict upstream answers 400"))
 @pytest.mark.parametrize("data", [b"GET / HTTP/1.0\r\n\r\n", b"POST / HTTP/1.0\r\n\r\n"])
 def test_http10_without_host_reaches_upstream_without_host(harness, data):
-    """Every request fastgw forwards upstream (as HTTP/1.1) carries exactly one Host."""
+    """Every request fastgw forwards upstream as HTTP/1.1 carries exactly one Host."""
     h = harness
+    if h.kind == "http10":
+        pytest.skip("Host is optional in the HTTP/1.0 requests of this upstream")
     up = h.worker.upstream
     mark = up.mark()
     drive(h, data, [])
-    sent = [r for c in up.conns[mark:] for r in parse_upstream(bytes(c.data)).complete]
+    sent = [r for c in up.conns[mark:] for r in parse_upstream(bytes(c.data), tolerate=TOLERATE).complete]
     assert sent, "nothing forwarded"
     assert all(len(r.header(b"host")) == 1 for r in sent), sent[0].headers
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "fuzz finding: with proxy_http_version 1.0 a chunked request body is forwarded as "
+    "'HTTP/1.0' with 'Transfer-Encoding: chunked' (UpstreamConn._head ignores "
+    "upstream_http10); an HTTP/1.0 upstream cannot frame it (RFC 9112 §6.1), nginx "
+    "buffers the body and sends Content-Length"))
+def test_chunked_body_to_http10_upstream(harness):
+    """A chunked request body reaches an HTTP/1.0 upstream with a length it can read."""
+    h = harness
+    if h.kind != "http10":
+        pytest.skip("needs proxy_http_version 1.0")
+    up = h.worker.upstream
+    mark = up.mark()
+    drive(h, b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nZ\r\n0\r\n\r\n", [])
+    for c in up.conns[mark:]:
+        res = parse_upstream(bytes(c.data))  # every rule enforced
+        assert res.error is None, res.error
