@@ -111,7 +111,9 @@ def _line(data, pos):
 
 def _parse_one(data, pos, req, tolerate):
     line, pos = _line(data, pos)
-    parts = line.split(b" ")
+    # fastgw writes single spaces; a client's request line may have runs of SP/HTAB
+    # (RFC 9112 §3 lets a recipient parse on whitespace, and fastgw re-writes it).
+    parts = re.split(rb"[ \t]+", line) if "client" in tolerate else line.split(b" ")
     if len(parts) != 3:
         raise _Bad(f"request line {line[:120]!r}")
     method, target, version = parts
@@ -140,9 +142,22 @@ def _parse_one(data, pos, req, tolerate):
     lengths = req.header(b"content-length")
     tes = req.header(b"transfer-encoding")
     hosts = req.header(b"host")
+    client = "client" in tolerate
+    if client:
+        # A client's request, read by RFC 9112 alone: Host, hop-by-hop fields, the
+        # spelling of chunked are fastgw's business, framing is the reader's.
+        if lengths and tes:
+            raise _Bad("both Content-Length and Transfer-Encoding")
+        if len(lengths) > 1 or (lengths and not lengths[0].isdigit()):
+            raise _Bad(f"Content-Length {lengths!r}")
+        if tes and (len(tes) > 1 or tes[0].lower() != b"chunked" or req.version == b"HTTP/1.0"):
+            raise _Bad(f"Transfer-Encoding {tes!r} in {req.version!r}")
+        tes = [b"chunked"] if tes else tes
     if len(hosts) > 1:
         raise _Bad(f"{len(hosts)} Host fields")
     for n, v in req.headers:
+        if client:
+            break
         # fastgw's own Connection (keep-alive to an HTTP/1.0 upstream, close without
         # a keepalive pool) is the only one allowed, and once.
         if n.lower() == b"connection" and v in (b"keep-alive", b"close") and len(req.header(b"connection")) == 1:
@@ -172,15 +187,27 @@ def _parse_one(data, pos, req, tolerate):
         req.chunked = True
         while True:
             line, pos = _line(data, pos)
+            if client:
+                # RFC 9112 §7.1: 1*HEXDIG, then extensions (BWS ; name [= value]).
+                m = re.fullmatch(rb"([0-9a-fA-F]{1,16})((?:[ \t]*;[ \t]*[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+                                 rb"(?:[ \t]*=[ \t]*(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+|\"[^\"\\\\]*\"))?)*)", line)
+                if not m:
+                    raise _Bad(f"chunk size line {line[:80]!r}")
+                line = m.group(1)
             # fastgw writes its own chunk lines: lowercase hex, no extensions.
-            if not re.fullmatch(rb"[0-9a-f]{1,16}", line) or (len(line) > 1 and line[0:1] == b"0"):
+            elif not re.fullmatch(rb"[0-9a-f]{1,16}", line) or (len(line) > 1 and line[0:1] == b"0"):
                 raise _Bad(f"chunk size line {line[:80]!r}")
             size = int(line, 16)
             if size == 0:
-                line, pos = _line(data, pos)
-                if line:
-                    raise _Bad(f"trailer field {line[:80]!r} forwarded")
-                return pos
+                while True:
+                    line, pos = _line(data, pos)
+                    if not line:
+                        return pos
+                    if not client:
+                        raise _Bad(f"trailer field {line[:80]!r} forwarded")
+                    name, colon, value = line.partition(b":")
+                    if not colon or not name or not set(name) <= TCHAR or set(value) & _CTL:
+                        raise _Bad(f"trailer field {line[:80]!r}")
             if len(data) - pos < size + 2:
                 raise _Incomplete()
             if len(req.body) < BODY_KEEP:
@@ -199,7 +226,10 @@ def parse_upstream(data, result=None, tolerate=()):
     ``result``: an earlier :class:`UpstreamParse` of a prefix of ``data`` to go
     on from (the recording upstream parses as bytes arrive). ``tolerate``: the
     names of rules not to enforce, for a fault known and kept as its own test
-    (``"chunked-http10"``: a chunked body in an HTTP/1.0 request).
+    (``"chunked-http10"``: a chunked body in an HTTP/1.0 request), or
+    ``"client"``: read what a client sent by RFC 9112's rules only (chunk
+    extensions, trailers, any spelling of ``chunked``; not fastgw's own
+    rules on what it forwards).
     """
     res = result if result is not None else UpstreamParse()
     if res.requests and not res.requests[-1].complete:

@@ -21,6 +21,9 @@ Checked for every example, and why:
   body in an HTTP/1.0 request (the last two as far as not already kept as
   findings); and llhttp frames the same bytes into the same requests: never
   two readings of one message;
+* no more whole requests reach the upstream than a strict RFC 9112 reader
+  finds in what the client sent: what llhttp accepts beyond the RFC (bare
+  LF, obs-fold, control bytes...) fastgw must reject itself;
 * a request fastgw rejected itself (400 413 414 431 501 505) never reached
   the upstream whole, the rejection says ``Connection: close`` and is the
   last response; a partial one's upstream connection is closed, not pooled;
@@ -259,8 +262,11 @@ async def run_example(h, pieces, pauses, eof):
     return before, after, up.conns[mark:], tr, unfed
 
 
-def check(before, after, conns, tr):
-    """Every invariant of the module docstring; returns the violations found."""
+def check(before, after, conns, tr, sent=None):
+    """Every invariant of the module docstring; returns the violations found.
+
+    ``sent``: the bytes fastgw read from the client (None: not checked against them).
+    """
     bad = []
     # -- what the upstream received ------------------------------------------------------------
     complete = []
@@ -282,6 +288,13 @@ def check(before, after, conns, tr):
                 bad.append(f"two readings of upstream conn {c.cid}: strict {mine!r} "
                            f"llhttp {theirs!r}")
         complete += [(c.cid, i + 1) for i, _ in enumerate(res.complete)]
+    if sent is not None:
+        # llhttp accepts more than RFC 9112 allows (the corpus marks where); what it
+        # accepts and a strict reader does not must never reach the upstream whole.
+        strict = parse_upstream(sent, tolerate=("client",))
+        if len(complete) > len(strict.complete):
+            bad.append(f"the upstream got {len(complete)} whole requests, a strict reader finds "
+                       f"{len(strict.complete)} in what the client sent, then: {strict.error}")
     # -- what the client received ------------------------------------------------------------
     responses, error = split_responses(before["client"])
     if error:
@@ -343,7 +356,7 @@ def drive(h, data, cuts, pauses=None, eof=False):
     old_hook = sys.unraisablehook
     sys.unraisablehook = h.unraisable
     try:
-        before, after, conns, tr, _unfed = h.loop.run_until_complete(
+        before, after, conns, tr, unfed = h.loop.run_until_complete(
             run_example(h, pieces, pauses, eof))
     finally:
         sys.unraisablehook = old_hook
@@ -352,7 +365,7 @@ def drive(h, data, cuts, pauses=None, eof=False):
         # A long run by hand may be stopped by a timeout: say how far it got.
         print(f"fuzz: {h.examples} examples, {h.pieces} pieces, {h.bytes} bytes in "
               f"{time.monotonic() - h.started:.0f} s", file=sys.stderr, flush=True)
-    bad = list(h.errors) + check(before, after, conns, tr)
+    bad = list(h.errors) + check(before, after, conns, tr, data[:len(data) - unfed])
     assert not bad, "\n".join(bad) + f"\npieces: {pieces!r}"
     return before, conns
 
