@@ -189,11 +189,11 @@ def _parse_one(data, pos, req, tolerate):
             line, pos = _line(data, pos)
             if client:
                 # RFC 9112 §7.1: 1*HEXDIG, then extensions (BWS ; name [= value]).
-                m = re.fullmatch(rb"([0-9a-fA-F]{1,16})((?:[ \t]*;[ \t]*[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+                m = re.fullmatch(rb"([0-9a-fA-F]+)((?:[ \t]*;[ \t]*[!#$%&'*+.^_`|~0-9A-Za-z-]+"
                                  rb"(?:[ \t]*=[ \t]*(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+|\"[^\"\\\\]*\"))?)*)", line)
-                if not m:
+                if not m or int(m.group(1), 16) >= 1 << 63:
                     raise _Bad(f"chunk size line {line[:80]!r}")
-                line = m.group(1)
+                line = m.group(1)  # leading zeros are allowed, however many
             # fastgw writes its own chunk lines: lowercase hex, no extensions.
             elif not re.fullmatch(rb"[0-9a-f]{1,16}", line) or (len(line) > 1 and line[0:1] == b"0"):
                 raise _Bad(f"chunk size line {line[:80]!r}")
@@ -538,12 +538,23 @@ class FuzzWorker:
         """A new client connection, as Listener.on_readable makes one: ``(Downstream, transport)``."""
         from fastgw._core.proxy import Downstream
 
+        from fastgw._core.counters import CELLS
+
+        for name in ("accepted", "handled", "active"):
+            self.rt.stats.add_cell(CELLS[name], 1)
         ds = Downstream(self.listener, peer, self.listener.vhosts)
         self.rt.active += 1
         self.rt.connections.add(ds)
         transport = RecordingTransport(self.rt.loop, ds, peer)
         ds.connection_made(transport)
         return ds, transport
+
+    def gauges(self):
+        """stub_status's gauges of this worker: ``{"active": n, "reading": n, ...}``."""
+        from fastgw._core.counters import CELLS
+
+        return {name: self.rt.stats.cell(0, CELLS[name])
+                for name in ("active", "reading", "writing", "waiting")}
 
     def close_idle(self):
         for pool in self.pools.values():

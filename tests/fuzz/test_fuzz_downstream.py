@@ -31,7 +31,10 @@ Checked for every example, and why:
   serving, and each relayed response is the answer to one request of this
   connection (no response crosses over from another connection);
 * once the client is gone and the pool's idle connections closed, nothing is
-  left: no client or upstream connection counted in ``Runtime.active``.
+  left: no client or upstream connection counted in ``Runtime.active``, and
+  stub_status's active/reading/writing/waiting gauges are back to zero; after
+  a whole run no Downstream, UpstreamConn or Request object is left alive
+  (:func:`test_zz_nothing_left_alive`).
 
 Memory: :func:`test_memory_stays_bounded` feeds a few megabytes of hostile
 streams under tracemalloc.
@@ -255,10 +258,12 @@ async def run_example(h, pieces, pauses, eof):
             "active": w.rt.active,
             "connections": len(w.rt.connections),
             "open_upstream": [c.cid for c in up.conns[mark:] if not c.closed],
+            "gauges": w.gauges(),
         }
         up.close_conns(mark)
         await settle(h)
         tr.release()
+        h.transport = None  # it holds the Downstream: the leak check must not see ours
     return before, after, up.conns[mark:], tr, unfed
 
 
@@ -341,6 +346,9 @@ def check(before, after, conns, tr, sent=None):
     if after["active"] != 0 or after["connections"] != 0:
         bad.append(f"Runtime counts {after['active']} active, {after['connections']} client "
                    f"connections after everything closed")
+    if any(after["gauges"].values()):
+        # stub_status counts each connection in exactly one state while it lives.
+        bad.append(f"stub_status gauges not back to zero: {after['gauges']}")
     return bad
 
 
@@ -650,6 +658,7 @@ def test_memory_stays_bounded(harness, name):
             up.close_conns(mark)
             await settle(h)
             tr.release()
+            h.transport = None
             return peak
 
         peak = h.loop.run_until_complete(feed())
@@ -658,6 +667,21 @@ def test_memory_stays_bounded(harness, name):
         up.keep_bytes = keep
     assert peak < (1 << 20), f"{name}: fastgw held {peak} bytes more while reading"
     assert h.worker.rt.active == 0
+
+
+def test_zz_nothing_left_alive(harness):
+    """After all the examples above (this runs last for each worker), once the lingering
+    close timers (2 s) have fired, no connection or request object is left alive."""
+    from fastgw._core.proxy import Downstream, Request, UpstreamConn
+
+    harness.loop.run_until_complete(asyncio.sleep(2.2))
+    gc.collect()
+    alive = {}
+    for obj in gc.get_objects():
+        for kind in (Downstream, UpstreamConn, Request):
+            if type(obj) is kind:
+                alive[kind.__name__] = alive.get(kind.__name__, 0) + 1
+    assert not alive, f"left alive after {harness.examples} examples: {alive}"
 
 
 # -- findings kept as tests ---------------------------------------------------------------------------
