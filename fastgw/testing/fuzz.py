@@ -238,6 +238,12 @@ def parse_upstream(data, result=None, tolerate=()):
         return res
     pos = res.consumed
     while pos < len(data):
+        if "client" in tolerate:
+            # RFC 9112 §2.2: empty lines before a request-line are ignored.
+            while data[pos:pos + 2] == b"\r\n":
+                pos += 2
+            if pos >= len(data):
+                break
         req = UpstreamRequest(pos)
         try:
             end = _parse_one(data, pos, req, tolerate)
