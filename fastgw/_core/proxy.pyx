@@ -97,6 +97,8 @@ cdef enum:
     KEEP_BODY = 65536
     # Largest write of a buffered request body, and largest read of a temporary file.
     BODY_PIECE = 65536
+    # A read larger than this is parsed a slice at a time (see Downstream._read_slices).
+    FEED_SLICE = 8192
 
 NEXT_UPSTREAM_BITS = {
     "error": NU_ERROR, "timeout": NU_TIMEOUT, "invalid_header": NU_INVALID_HEADER,
@@ -154,6 +156,10 @@ cdef frozenset RESPONSE_SKIP = frozenset({
 cdef double WHEEL_TICK = 0.1
 # A keep-alive connection idle this long (seconds) drops its parser; its next byte makes one.
 cdef double PARSER_IDLE = 1.0
+
+
+# One error log line a second for failing temporary files (a full disk fails them all).
+_TEMP_LOG = Throttle()
 
 
 cdef class Wheel:
@@ -753,6 +759,19 @@ cdef class Downstream:
     cdef bytes held
     # The upgraded connection bytes are relayed to, once the upstream said 101.
     cdef UpstreamConn tunnel
+    # A request with a body that also asks to upgrade (say h2c with a POST body):
+    # httptools tells llhttp to skip the body of any upgrade request, so a second
+    # parser, primed with a head of fastgw's own that has the same framing, reads
+    # the body (never the client's bytes as a new request). relay_head: that head
+    # is being fed, its callbacks are not a request.
+    # Bytes of a large read not parsed yet: too many pipelined requests were waiting.
+    cdef bytes backlog
+    cdef bint backlog_soon
+    cdef Request relay
+    cdef bint relay_started
+    cdef bint relay_head
+    cdef bint relay_pending
+    cdef bint relay_keep
     # proxy_buffering: response bytes the client has not taken yet, and the request
     # to finish once they are gone (its upstream connection is already free).
     cdef Spool spool
@@ -824,6 +843,59 @@ cdef class Downstream:
             self.held += data
             self._pause_reading()
             return
+        if self.backlog is not None:
+            self.backlog += data
+            self._pause_reading()
+            return
+        if len(data) > FEED_SLICE:
+            self._read_slices(data)
+            return
+        self._read(data)
+
+    cdef _read_slices(self, bytes data):
+        """Parse a large read a slice at a time, so that a flood of pipelined requests
+        in one read stops at PIPELINE_DEPTH (each parsed request is an object): the
+        rest waits, as bytes, in ``backlog``. A Content-Length body goes in one piece."""
+        cdef Py_ssize_t n = len(data), pos = 0, end, left
+        cdef Request r
+        while pos < n:
+            end = pos + FEED_SLICE
+            r = self.parsing
+            if (r is not None and r.head_done and not r.body_done and not r.chunked
+                    and r.content_length is not None):
+                left = int(r.content_length) - r.body_received
+                if left > FEED_SLICE:
+                    end = pos + left
+            if end > n:
+                end = n
+            self._read(data[pos:end])
+            pos = end
+            if pos >= n or self.closing or self.transport is None:
+                return
+            if self.no_more_requests and self.parsing is None:
+                return  # what follows a last request is never read (see _read)
+            if self.held is not None:
+                self.held += data[pos:]
+                return
+            if self.tunnel is not None:
+                self.tunnel.tunnel_send(data[pos:])
+                return
+            if self.reading_paused:
+                self.backlog = data[pos:]
+                return
+
+    def _drain_backlog(self):
+        """Parse what a flood of pipelined requests left over (see _read_slices)."""
+        cdef bytes data = self.backlog
+        self.backlog_soon = False
+        self.backlog = None
+        if data is None or self.closing:
+            return
+        self.data_received(data)
+        if self.backlog is None:
+            self._maybe_resume()
+
+    cdef _read(self, data):
         self.in_feed = True
         if self.parser is None:
             self.parser = HttpRequestParser(self)
@@ -873,6 +945,8 @@ cdef class Downstream:
         while True:
             try:
                 self.parser.feed_data(data)
+                if self.relay_pending:
+                    self._relay_missed()
                 return
             except HttpParserUpgrade as exc:
                 # llhttp stops after an Upgrade request. A WebSocket upgrade holds
@@ -881,6 +955,17 @@ cdef class Downstream:
                 # goes on after it, over a view of the same read (no copy per
                 # pipelined request).
                 offset = exc.args[0]
+                if self.relay_pending:
+                    self._start_relay()
+                    if self.closing:
+                        return
+                    if offset >= len(data):
+                        return
+                    if view is None:
+                        view = memoryview(data)
+                        data = view
+                    data = data[offset:]
+                    continue
                 if self.upgrade_wait:
                     self.upgrade_wait = False
                     if self.current is not None or self.pending:
@@ -956,12 +1041,17 @@ cdef class Downstream:
             self.spool = Spool(loc.proxy_buffers_size, loc.proxy_temp_path, loc.max_temp_file)
         failed = self.spool.failed
         self.spool.write(data)
+        # $bytes_sent counts what reached the client's socket: these count when written.
+        conn.req.bytes_sent -= len(data)
         if self.spool.failed is not failed and loc.error_log.enabled("crit"):
-            exc = self.spool.failed
-            loc.error_log.log("crit", f"temporary file in {loc.proxy_temp_path} failed "
-                                      f"({getattr(exc, 'errno', 0)}: {getattr(exc, 'strerror', exc)}); "
-                                      "the rest of the response waits for the client in memory",
-                              conn=self.conn_id, client=self.remote_addr.decode())
+            write, skipped = _TEMP_LOG.allow(self.loop.time())
+            if write:
+                exc = self.spool.failed
+                more = f" ({skipped} more since the last such line)" if skipped else ""
+                loc.error_log.log("crit", f"temporary file in {loc.proxy_temp_path} failed "
+                                          f"({getattr(exc, 'errno', 0)}: {getattr(exc, 'strerror', exc)}); "
+                                          f"the rest of the response waits for the client in memory{more}",
+                                  conn=self.conn_id, client=self.remote_addr.decode())
         if self.spool.full():
             conn.pause_reading()
 
@@ -971,6 +1061,8 @@ cdef class Downstream:
         cdef Request r
         while not self.writing_paused and not self.closing and self.transport is not None:
             data = self.spool.read(BODY_PIECE)
+            if data and self.current is not None:
+                self.current.bytes_sent += len(data)
             if not data:
                 self.spool.close()
                 self.spool = None
@@ -990,7 +1082,13 @@ cdef class Downstream:
 
     # -- llhttp callbacks (httptools) -------------------------------------------------
     def on_message_begin(self):
-        cdef Request r = Request()
+        cdef Request r
+        if self.relay_head:
+            self.parsing = self.relay
+            return
+        if self.relay_pending:
+            self._relay_missed()
+        r = Request()
         r.conn = self
         r.queue_handle = -1
         if self.no_more_requests or self.closing:
@@ -1010,6 +1108,8 @@ cdef class Downstream:
 
     def on_url(self, bytes url):
         cdef Request r = self.parsing
+        if self.relay_head:
+            return
         r.url = url if r.url is None else r.url + url
         if len(r.url) > self.default_server.header_buffer_size:
             self.reject_status = 414
@@ -1019,7 +1119,7 @@ cdef class Downstream:
         cdef Request r = self.parsing
         cdef bytes lname
         cdef Py_ssize_t size = len(name) + len(value) + 4
-        if r.head_done:
+        if r.head_done or self.relay_head:
             # A trailer section (after a chunked body) never joins the header
             # section: fastgw drops request trailers.
             return
@@ -1073,6 +1173,9 @@ cdef class Downstream:
     def on_headers_complete(self):
         cdef Request r = self.parsing
         cdef str version
+        if self.relay_head:
+            self.relay_head = False
+            return
         r.head_done = True
         r.method = self.parser.get_method()
         version = self.parser.get_http_version()
@@ -1100,9 +1203,12 @@ cdef class Downstream:
             raise _Reject()
         if not r.keep_alive:
             self.no_more_requests = True
-        if (r.conn_upgrade and r.http11 and r.method == b"GET" and r.upgrade_hdr is not None
-                and r.upgrade_hdr.split(b",")[0].strip().lower() == b"websocket"
-                and not _has_body(r)):
+        if r.conn_upgrade and r.upgrade_hdr is not None and _has_body(r):
+            # llhttp's upgrade request (Upgrade + Connection: upgrade) with a body:
+            # the body comes through a second parser (see ``relay``).
+            self.relay = r
+        elif (r.conn_upgrade and r.http11 and r.method == b"GET" and r.upgrade_hdr is not None
+                and r.upgrade_hdr.strip().lower() == b"websocket"):
             # RFC 6455 §4.1's handshake; llhttp stops parsing right after it.
             r.upgrade_asked = True
             self.upgrade_wait = True
@@ -1143,9 +1249,30 @@ cdef class Downstream:
 
     def on_message_complete(self):
         cdef Request r = self.parsing
+        if r is self.relay:
+            if not self.relay_started:
+                # httptools skipped the body; llhttp stops next (_start_relay) or,
+                # should it not, _relay_missed finishes the message as it is.
+                self.relay_keep = self.parser.should_keep_alive()
+                self.relay_pending = True
+                return
+            self.relay = None
+            self.relay_started = False
+            self._message_complete(r, self.relay_keep)
+            return
+        self._message_complete(r, self.parser.should_keep_alive())
+
+    cdef _relay_missed(self):
+        """llhttp did not stop after the upgrade request: its message was complete."""
+        cdef Request r = self.relay
+        self.relay = None
+        self.relay_pending = False
+        self._message_complete(r, self.relay_keep)
+
+    cdef _message_complete(self, Request r, bint keep):
         r.body_done = True
         self.parsing = None
-        if not self.parser.should_keep_alive():
+        if not keep:
             # llhttp's reading (meaningful only here, design.md §2) wins over ours.
             r.keep_alive = False
             self.no_more_requests = True
@@ -1525,6 +1652,15 @@ cdef class Downstream:
             # slow client holds no upstream connection and no queue slot.
             self._buffer_body(r, loc)
             return
+        if r.chunked and loc.upstream_http10 and r.body_buffer is None:
+            # An HTTP/1.0 upstream cannot read chunked (RFC 9112 §6.1): the body is
+            # buffered to send a Content-Length whatever proxy_request_buffering says
+            # (nginx does the same).
+            self._buffer_body(r, loc)
+            if r.body_done and not r.done and r.body_buffer is not None:
+                r.buffering = False
+                self._pick(r, loc)
+            return
         self._pick(r, loc)
 
     cdef _buffer_body(self, Request r, Location loc):
@@ -1541,7 +1677,7 @@ cdef class Downstream:
         self.pending_bytes -= r.body_buffered
         r.body_buf = []
         r.body_buffered = 0
-        if r.expect_continue and r.http11:
+        if r.expect_continue and r.http11 and not r.body_done:
             # The body is wanted now (nginx sends 100 when it starts reading it).
             r.expect_continue = False
             self.transport.write(CONTINUE_100)
@@ -1642,7 +1778,7 @@ cdef class Downstream:
         cdef UpstreamConn conn
         if r.tries == 0:
             r.first_try = self.loop.time()
-            if r.expect_continue and not r.body_done and r.http11:
+            if r.expect_continue and _unread_body(r) and r.http11:
                 # nginx answers Expect: 100-continue itself and never forwards it;
                 # only now, when a peer will take the body.
                 self.transport.write(CONTINUE_100)
@@ -1859,6 +1995,19 @@ cdef class Downstream:
                                  else self.default_server.keepalive_timeout)
             self.rt.wheel.note_idle(self)
 
+    cdef _start_relay(self):
+        """Read the body of ``relay`` with a new parser, primed with a head of our own."""
+        cdef Request r = self.relay
+        self.parser = HttpRequestParser(self)
+        self.relay_started = True
+        self.relay_pending = False
+        self.relay_head = True
+        if r.chunked:
+            framing = b"Transfer-Encoding: chunked"
+        else:
+            framing = b"Content-Length: " + r.content_length.strip()
+        self.parser.feed_data(b"POST / HTTP/1.1\r\nHost: relay\r\n" + framing + b"\r\n\r\n")
+
     cdef _release_held(self):
         """The upgrade request was answered without a tunnel: what followed its head
         is HTTP again, read by a fresh parser (a pipelined request is routed anew)."""
@@ -1969,6 +2118,13 @@ cdef class Downstream:
     cdef _resume_reading(self):
         if self.held is not None:
             return  # the upgrade is not decided yet
+        if self.backlog is not None:
+            # Bytes already read come first; not inline (this may run deep in a
+            # chain of finished requests).
+            if not self.backlog_soon:
+                self.backlog_soon = True
+                self.loop.call_soon(self._drain_backlog)
+            return
         if self.reading_paused and self.transport is not None and not self.closing:
             self.reading_paused = False
             self.transport.resume_reading()
@@ -2421,6 +2577,10 @@ cdef class UpstreamConn:
         # proxy_set_header fields first (Host leads, as nginx sends it), then the client's.
         for h in loc.set_headers:
             value = <bytes>h[2] if h[2] is not None else render(<tuple>h[1], r, ds)
+            if not value and (<bytes>h[0]).lower() == b"host":
+                # $host is empty for an HTTP/1.0 request without Host on a server
+                # without server_name; an HTTP/1.1 request must carry one (RFC 9112 §3.2).
+                value = loc.proxy_host
             if value and loc.upgrade and not r.upgrade and _upgrade_field(<bytes>h[0], value):
                 # Not a WebSocket handshake (none, or h2c...): no Upgrade goes on,
                 # nor a Connection that would ask for one.

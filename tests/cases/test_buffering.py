@@ -152,3 +152,47 @@ def test_no_temp_file_when_max_temp_file_size_is_0(make_gw, probe, connect):
     probe.script(replies={"/big": Reply(reply)})
     _held_by_slow_reader(gw, probe, connect, reply, digest)
     assert not os.path.exists(gw.path("proxy_temp"))
+
+
+def test_chunked_body_to_http10_upstream_is_buffered(make_gw, probe, connect):
+    """An HTTP/1.0 upstream cannot read chunked: the body is buffered and sent with a
+    Content-Length even with proxy_request_buffering off (as nginx)."""
+    gw = make_gw(server="location /old { proxy_pass http://app; proxy_http_version 1.0; "
+                        "proxy_request_buffering off; }")
+    c = connect(gw.port)
+    c.send(b"POST /old HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+    time.sleep(0.3)
+    c.send(b"2\r\nde\r\n0\r\n\r\n")
+    assert c.read_response(timeout=5.0).status == 200
+    (req,) = probe.wait_requests(1)
+    assert b"POST /old HTTP/1.0\r\n" in probe.all_bytes()
+    assert req.body == b"abcde" and req.header("Content-Length") == [b"5"]
+    assert req.header("Transfer-Encoding") == []
+
+
+def test_no_100_continue_without_a_body(make_gw, probe, connect):
+    """`Expect: 100-continue` on a request without a body gets no 100, only the answer."""
+    gw = make_gw()
+    c = connect(gw.port)
+    c.send(b"POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nExpect: 100-continue\r\n\r\n")
+    resp = c.read_response(timeout=5.0)
+    assert resp.status == 200, resp
+    assert b"100 Continue" not in c.received
+
+
+def test_bytes_sent_counts_what_the_client_took(make_gw, probe, connect):
+    """A client that reads 1 KB of a spooled 32 MiB response and leaves: the access log's
+    $body_bytes_sent is what reached its socket, not what the upstream sent."""
+    gw = make_gw()
+    reply, _ = _big_reply()
+    probe.script(replies={"/big": Reply(reply)})
+    c = connect(gw.port)
+    c.send(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+    wait_until(lambda: _upstream_done(probe, b"/big", len(reply)), timeout=15.0,
+               message="the upstream sent everything")
+    c.read_exactly(1024, timeout=5.0)
+    c.close()
+    line = wait_until(lambda: [l for l in gw.access_log().splitlines() if "/big" in l],
+                      timeout=5.0, message="the access log line")[0]
+    sent = int(line.split('" ')[1].split()[1])
+    assert 0 < sent < BIG // 2, line

@@ -184,3 +184,50 @@ def test_client_close_ends_tunnel(make_gw, probe, connect):
     assert c2.read_response(timeout=5.0).status == 200
     (req,) = [r for r in probe.requests if r.target == b"/plain"]
     assert req.conn_id != conn.id
+
+
+def test_upgrade_request_with_a_body_keeps_its_body(make_gw, probe, connect):
+    """`Upgrade: h2c` + `Connection: Upgrade` on a POST with a body (what `curl --http2 -d`
+    sends): httptools would skip such a body, and its bytes would be read as the next
+    request. fastgw reads the body as a body: the upstream gets all of it, never a
+    second request made of it, with either request buffering."""
+    gw = make_gw(server="location /stream { proxy_pass http://app; proxy_request_buffering off; }")
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+    for path in (b"/buffered", b"/stream"):
+        c = connect(gw.port)
+        c.send(b"POST " + path + b" HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+               b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nContent-Length: %d\r\n\r\n" % len(smuggled) + smuggled)
+        resp = c.read_response(timeout=5.0)
+        assert resp.status == 200 and resp.body == b"ok", resp
+        c.send(b"GET /after HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        after = c.read_response(timeout=5.0)
+        assert after.status == 200, after
+        (req,) = [r for r in probe.requests if r.target == path]
+        assert req.body == smuggled, req
+        assert req.header("Upgrade") == [], req
+    assert not [r for r in probe.requests if r.target == b"/smuggled"]
+
+
+def test_chunked_upgrade_request_body(make_gw, probe, connect):
+    """The same with a chunked body: re-framed and forwarded whole."""
+    gw = make_gw()
+    c = connect(gw.port)
+    c.send(b"POST /c HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    resp = c.read_response(timeout=5.0)
+    assert resp.status == 200 and resp.body == b"ok", resp
+    (req,) = probe.wait_requests(1)
+    assert req.body == b"hello"
+
+
+def test_two_upgrade_fields_are_not_a_websocket_handshake(make_gw, probe, connect):
+    """`Upgrade: websocket` and `Upgrade: h2c` as two fields: not RFC 6455's handshake,
+    served as a plain GET with no Upgrade upstream."""
+    gw = make_gw(http=MAP_HTTP, server=MAP_SERVER)
+    probe.script(replies={"/ws": Reply(WS_101, echo=True)})
+    c = connect(gw.port)
+    c.send(WS_HANDSHAKE.replace(b"Upgrade: websocket\r\n", b"Upgrade: websocket\r\nUpgrade: h2c\r\n"))
+    resp = c.read_response(timeout=5.0)
+    assert resp.status == 502, resp  # the probe's 101 was not asked for
+    req = _forwarded(probe, b"/ws")
+    assert req.header("Upgrade") == [], req
