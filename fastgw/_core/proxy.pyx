@@ -2029,14 +2029,8 @@ cdef class Downstream:
 
     cdef tunnel_closed(self, Request r):
         """The tunnel ended on the upstream's side (close or idle timeout): close the client."""
-        r.upstream = None
         self.tunnel = None
-        if not r.done:
-            r.done = True
-            self._log_request(r)
-        if r is self.current:
-            self.current = None
-        self._close()
+        self.upstream_broke(r)
 
     cdef _close_after_write(self, Request r):
         if not r.body_done or self.pending or self.parsing is not None or r.error_status:
