@@ -138,6 +138,8 @@ cdef double LINGER = 2.0
 cdef int MAX_LINGERING = 1024
 
 cdef bytes CRLF = b"\r\n"
+# Parts of a header line, joined once per head (no bytes object per line).
+cdef bytes COLON = b": "
 cdef bytes CHUNK_END = b"0\r\n\r\n"
 cdef bytes CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 cdef frozenset ADD_HEADER_CODES = frozenset({200, 201, 204, 206, 301, 302, 303, 304, 307, 308})
@@ -2580,13 +2582,13 @@ cdef class UpstreamConn:
                 # nor a Connection that would ask for one.
                 continue
             if value:
-                out.append(<bytes>h[0] + b": " + _safe_value(value) + CRLF)
+                out += (<bytes>h[0], COLON, _safe_value(value), CRLF)
         for h in r.headers:
             if <bytes>h[2] in skip:
                 continue
             if conn_tokens is not None and <bytes>h[2] in conn_tokens:
                 continue
-            out.append(<bytes>h[0] + b": " + <bytes>h[1] + CRLF)
+            out += (<bytes>h[0], COLON, <bytes>h[1], CRLF)
         if r.body_buffer is not None:
             out.append(b"Content-Length: %d\r\n" % r.body_buffer.size)
         elif r.chunked:
@@ -2861,7 +2863,7 @@ cdef class UpstreamConn:
                 continue
             if conn_tokens is not None and <bytes>h[2] in conn_tokens:
                 continue
-            out.append(<bytes>h[0] + b": " + <bytes>h[1] + CRLF)
+            out += (<bytes>h[0], COLON, <bytes>h[1], CRLF)
         if self.client_chunked:
             out.append(b"Transfer-Encoding: chunked\r\n")
         elif self.resp_length is not None and not self.resp_chunked and status != 204:
@@ -2907,7 +2909,7 @@ cdef class UpstreamConn:
             if <bytes>h[2] == b"upgrade":
                 upgrade = <bytes>h[1]
             elif <bytes>h[2] not in RESPONSE_SKIP:
-                out.append(<bytes>h[0] + b": " + <bytes>h[1] + CRLF)
+                out += (<bytes>h[0], COLON, <bytes>h[1], CRLF)
         if upgrade is None:
             # RFC 9110 §15.2.2: a 101 names the protocol it switches to.
             raise HttpParserError("101 without Upgrade")
