@@ -12,6 +12,8 @@ import hashlib
 import os
 import time
 
+import pytest
+
 from fastgw.testing.harness import wait_until
 from fastgw.testing.probe import Client, Reply, chunk
 
@@ -115,7 +117,11 @@ def test_slow_reader_does_not_hold_the_upstream(make_gw, probe, connect):
     assert c.read_response(timeout=5.0).body == b"ok"
 
 
-def _held_by_slow_reader(gw, probe, connect, reply, digest):
+def _held_by_slow_reader(gw, probe, connect, extra=b""):
+    """The upstream's 32 MiB reply (with ``extra`` fields) must wait for a client that
+    reads nothing; then the client gets it intact. Returns the response."""
+    reply, digest = _big_reply(extra)
+    probe.script(replies={"/big": Reply(reply)})
     c = connect(gw.port)
     c.send(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
     time.sleep(1.5)
@@ -126,12 +132,12 @@ def _held_by_slow_reader(gw, probe, connect, reply, digest):
     return resp
 
 
-def test_proxy_buffering_off_paces_the_upstream(make_gw, probe, connect):
-    """`proxy_buffering off`: the upstream is read only as fast as the client reads."""
-    gw = make_gw(location="proxy_buffering off;")
-    reply, digest = _big_reply()
-    probe.script(replies={"/big": Reply(reply)})
-    _held_by_slow_reader(gw, probe, connect, reply, digest)
+@pytest.mark.parametrize("directive", ["proxy_buffering off;", "proxy_max_temp_file_size 0;"])
+def test_upstream_waits_for_the_client(make_gw, probe, connect, directive):
+    """`proxy_buffering off`: the upstream is read only as fast as the client reads;
+    `proxy_max_temp_file_size 0`: the same once proxy_buffers are full. No temp file."""
+    gw = make_gw(location=directive)
+    _held_by_slow_reader(gw, probe, connect)
     assert not os.path.exists(gw.path("proxy_temp"))
 
 
@@ -139,19 +145,8 @@ def test_x_accel_buffering_no_turns_buffering_off(make_gw, probe, connect):
     """The upstream's `X-Accel-Buffering: no` turns buffering off for its response; the
     field is for fastgw, not relayed (as nginx)."""
     gw = make_gw(location="")
-    reply, digest = _big_reply(b"X-Accel-Buffering: no\r\n")
-    probe.script(replies={"/big": Reply(reply)})
-    resp = _held_by_slow_reader(gw, probe, connect, reply, digest)
+    resp = _held_by_slow_reader(gw, probe, connect, b"X-Accel-Buffering: no\r\n")
     assert resp.header("X-Accel-Buffering") == [], resp
-
-
-def test_no_temp_file_when_max_temp_file_size_is_0(make_gw, probe, connect):
-    """`proxy_max_temp_file_size 0`: past proxy_buffers the upstream waits for the client."""
-    gw = make_gw(location="proxy_max_temp_file_size 0;")
-    reply, digest = _big_reply()
-    probe.script(replies={"/big": Reply(reply)})
-    _held_by_slow_reader(gw, probe, connect, reply, digest)
-    assert not os.path.exists(gw.path("proxy_temp"))
 
 
 def test_chunked_body_to_http10_upstream_is_buffered(make_gw, probe, connect):
