@@ -49,6 +49,7 @@ from fastgw._core.limits cimport (LimitTable, LR_OK, LR_BUSY, LR_AGAIN, LR_ERROR
                                   OUT_DELAYED_DRY_RUN, OUT_REJECTED_DRY_RUN)
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from fastgw._core.router cimport Router, VirtualHosts, normalize_path, normalize_host
+from fastgw._core.scan cimport has_byte, has_crlf_nul
 
 from fastgw.config import variables as V
 from fastgw.observe.access_log import TIME_ISO8601, TIME_LOCAL, combined, log_value
@@ -408,7 +409,7 @@ cdef bytes variable(int code, bytes arg, Request r, Downstream ds):
         return ds.remote_addr
     if code == V.BINARY_REMOTE_ADDR:
         # The key of nginx's examples: 4 bytes for IPv4, 16 for IPv6.
-        return socket.inet_pton(socket.AF_INET6 if b":" in ds.remote_addr else socket.AF_INET,
+        return socket.inet_pton(socket.AF_INET6 if has_byte(ds.remote_addr, 58) else socket.AF_INET,
                                 ds.remote_addr.decode())
     if code == V.LIMIT_REQ_STATUS:
         return r.limit_req_status or b""
@@ -578,7 +579,7 @@ cdef bytes render(tuple parts, Request r, Downstream ds):
 
 cdef bytes _safe_value(bytes value):
     """A rendered header value with CR, LF and NUL removed: a variable must not split a header."""
-    if b"\r" in value or b"\n" in value or b"\0" in value:
+    if has_crlf_nul(value):
         return value.replace(b"\r", b"").replace(b"\n", b"").replace(b"\0", b"")
     return value
 
@@ -1131,7 +1132,7 @@ cdef class Downstream:
             # RFC 6585 §5 (nginx says 400 here; fastgw names the cause).
             self.reject_status = 431
             raise _Reject()
-        if b"_" in name:
+        if has_byte(name, 95):  # "_"
             # nginx ignores such fields by default (underscores_in_headers off): a
             # backend that maps names to CGI-style variables would confuse
             # X_Forwarded_For with X-Forwarded-For.
@@ -1726,7 +1727,7 @@ cdef class Downstream:
             # ip_hash: the first three octets of an IPv4 address (nginx), so a
             # client keeps its peer across the addresses of its /24.
             dot = addr.rfind(b".")
-            return hash_key(addr[:dot] if dot > 0 and b":" not in addr else addr)
+            return hash_key(addr[:dot] if dot > 0 and not has_byte(addr, 58) else addr)
         return hash_key(render(b.key_parts, r, self))
 
     cdef _no_live(self, Request r, UpstreamPool pool):

@@ -6,6 +6,8 @@ Paths and names are bytes throughout (no decoding in the hot path).
 
 import re
 
+from fastgw._core.scan cimport has_byte, has_sub
+
 cdef bytes _HEX = b"0123456789abcdefABCDEF"
 
 
@@ -32,7 +34,7 @@ cpdef bytes normalize_path(bytes path):
     cdef int hi, lo, c
     if n == 0 or path[0] != 47:  # b"/"
         return None
-    if b"%" not in path and b"/." not in path and b"//" not in path:
+    if not has_byte(path, 37) and not has_sub(path, b"/.") and not has_sub(path, b"//"):
         return path
     p = path
     out = bytearray()
@@ -94,7 +96,7 @@ cpdef bytes normalize_host(bytes host):
         host = host[:end]
     if host.endswith(b"."):
         host = host[:-1]
-    if not host or b".." in host:
+    if not host or has_sub(host, b".."):
         return None
     p = host
     for i in range(len(host)):
