@@ -2,8 +2,9 @@
 headers (RFC 9110 §7.6.1) and fastgw's own responses (nginx's error pages).
 """
 
-import time
 from email.utils import formatdate
+
+from libc.time cimport time as c_time
 
 SERVER = b"fastgw"
 
@@ -51,7 +52,7 @@ cdef long _date_second = -1
 cdef bytes date_header():
     """``Date: <IMF-fixdate>\\r\\n`` for the current second (RFC 9110 §6.6.1)."""
     global _date, _date_second
-    cdef long now = <long>time.time()
+    cdef long now = <long>c_time(NULL)  # (not time.time(): a Python call per response)
     if now != _date_second:
         _date = b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
         _date_second = now
@@ -59,12 +60,14 @@ cdef bytes date_header():
 
 
 cdef bytes status_line(int code, bytes reason=None):
-    """``HTTP/1.1 CODE REASON\\r\\n``, precomputed for known codes when no reason is given."""
+    """``HTTP/1.1 CODE REASON\\r\\n``, precomputed for known codes when no reason is given
+    or the reason is the usual one (an upstream's ``200 OK``: no formatting per response)."""
     cdef object line
-    if reason is None:
+    if reason is None or reason == REASONS.get(code):
         line = _STATUS_LINES.get(code)
         if line is not None:
             return <bytes>line
+    if reason is None:
         reason = REASONS.get(code, b"Unknown")
     return b"HTTP/1.1 %d %s\r\n" % (code, reason)
 

@@ -129,6 +129,8 @@ cdef class Request:
     cdef public bytes url
     cdef public list headers
     cdef public bytes host
+    # normalize_host(host), set when the request is routed (None before)
+    cdef public bytes host_norm
     cdef public bytes content_length
     cdef public bytes te
     cdef public bint expect_continue

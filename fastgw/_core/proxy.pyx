@@ -402,6 +402,8 @@ cdef bytes variable(int code, bytes arg, Request r, Downstream ds):
     """The value of one nginx variable for a request (bytes, b"" when unset)."""
     cdef bytes value
     if code == V.HOST:
+        if r.host_norm is not None:
+            return r.host_norm
         if r.host:
             return normalize_host(r.host) or b""
         return r.server.name if r.server is not None else b""
@@ -753,6 +755,10 @@ cdef class Downstream:
     cdef Server default_server
     cdef VirtualHosts vhosts
     cdef Location last_location
+    # The last request's Host and its normalize_host(): a keep-alive client sends
+    # the same Host each time, so it is normalised once per connection.
+    cdef bytes host_raw
+    cdef bytes host_norm
     cdef bint in_feed
     cdef UpstreamConn send_pending
     # A WebSocket upgrade request was parsed: what the client sent after its head
@@ -1381,10 +1387,17 @@ cdef class Downstream:
             self._respond(r, 400, None, b"", True)
             return
         if host is not None:
-            host = normalize_host(host)
-            if host is None:
-                self._respond(r, 400, None, b"", True)
-                return
+            if host == self.host_raw:
+                host = self.host_norm
+            else:
+                raw = host
+                host = normalize_host(host)
+                if host is None:
+                    self._respond(r, 400, None, b"", True)
+                    return
+                self.host_raw = raw
+                self.host_norm = host
+            r.host_norm = host
         server = <Server>self.vhosts.find(host) if host else self.default_server
         r.server = server
         r.uri = normalize_path(path)
