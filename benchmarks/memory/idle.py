@@ -7,7 +7,8 @@ upstream: only client connections are measured), read the worker's RSS, open
 N connections that each make one keep-alive request and then stay idle, read
 the RSS again, and report (after - before) / N in bytes per connection, plus
 the ratio fastgw/nginx. Both get `keepalive_timeout 300s` so that nothing is
-closed while measuring. The client raises its own open-file limit to the hard
+closed while measuring. The target ``uvloop`` (bare_uvloop.py: uvloop's transport
+and a protocol holding only it) is the floor under any uvloop server. The client raises its own open-file limit to the hard
 limit; N is capped to fit it.
 
 Run it as root (nginx's worker switches to `nobody`) from the repository root
@@ -76,6 +77,11 @@ def start(target, prefix, port, n):
     nofile = n * 2 + 1000
     extra = f"worker_rlimit_nofile {nofile};"
     conf = CONF.format(prefix=prefix, port=port, wc=n + 500, extra_main=extra)
+    if target == "uvloop":
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("bare_uvloop.py")),
+                                 str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(port)
+        return proc, proc.pid
     if target == "nginx":
         path = prefix / "conf" / "nginx.conf"
         path.write_text("daemon off;\n" + conf)
@@ -142,7 +148,8 @@ def measure(target, n):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--connections", type=int, default=10000)
-    p.add_argument("--targets", default="fastgw,nginx")
+    p.add_argument("--targets", default="fastgw,nginx",
+                   help="comma list out of fastgw, nginx, uvloop (the bare uvloop floor)")
     p.add_argument("--output", default=None, help="JSON path (default benchmarks/results/)")
     args = p.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -159,6 +166,10 @@ def main(argv=None):
     if "fastgw" in by and "nginx" in by and by["nginx"]["bytes_per_connection"] > 0:
         ratio = by["fastgw"]["bytes_per_connection"] / by["nginx"]["bytes_per_connection"]
         print(f"fastgw/nginx bytes per idle connection: {ratio:.2f}x")
+        if "uvloop" in by:
+            floor = by["uvloop"]["bytes_per_connection"]
+            print(f"uvloop floor/nginx: {floor / by['nginx']['bytes_per_connection']:.2f}x; "
+                  f"fastgw above the floor: {by['fastgw']['bytes_per_connection'] - floor:.0f} B")
     out = Path(args.output) if args.output else (
         ROOT / "benchmarks" / "results" / f"memory-{time.strftime('%Y%m%d-%H%M%S')}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
