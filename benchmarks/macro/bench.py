@@ -64,9 +64,11 @@ import time
 from pathlib import Path
 
 HOST = "127.0.0.1"
-ALL_TARGETS = ("direct", "fastgw", "nginx", "fastgw-limits", "fastgw-queue")
+ALL_TARGETS = ("direct", "fastgw", "nginx", "fastgw-limits", "fastgw-queue", "bare")
 DEFAULT_TARGETS = ("direct", "fastgw", "nginx")
-PROXIES = ("fastgw", "nginx", "fastgw-limits", "fastgw-queue")
+PROXIES = ("fastgw", "nginx", "fastgw-limits", "fastgw-queue", "bare")
+# bare: bare_proxy.py, uvloop + httptools and nothing else (the issue's "60-line
+# proxy"): the floor under any uvloop proxy, measured in the same run.
 # fastgw-queue: fastgw with `max_conns` and a `queue` on its peer (overload control), so
 # that at high concurrency it keeps a bounded set of upstream connections busy.
 QUEUE_MAX_CONNS = 64
@@ -634,6 +636,9 @@ def start_proxy(name: str, args, root: Path, upstream_port: int,
         argv = taskset(proxy_cpus) + [
             "nginx", "-p", f"{prefix}/", "-e", f"{prefix}/logs/error.log",
             "-c", str(conf), "-g", "daemon off;"]
+    elif name == "bare":
+        conf = Path(__file__).with_name("bare_proxy.py")
+        argv = taskset(proxy_cpus) + [sys.executable, str(conf), str(port), str(upstream_port)]
     else:
         conf = prefix / "conf" / "fastgw.conf"
         conf.write_text(fastgw_conf(port, upstream_port, args.workers,
@@ -786,6 +791,7 @@ def print_table(medians: dict, ratios: dict, targets: list[str],
         r = ratios.get(str(c)) or {}
         for label, q in (("fastgw/nginx", r if "rps" in r else None),
                          ("queue/nginx", r.get("queue_over_nginx")),
+                         ("bare/nginx", r.get("bare_over_nginx")),
                          ("limits/fastgw", r.get("limits"))):
             if q:
                 print(f"{'':>6}  {label:<13} {fmt(q['rps'], '.2f'):>9}x "
@@ -848,7 +854,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="See benchmarks/README.md.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
-                   help="comma list out of direct,fastgw,nginx, in run order")
+                   help="comma list out of " + ",".join(ALL_TARGETS) + ", in run order")
     p.add_argument("--upstream", choices=("nginx", "backend"), default="nginx",
                    help="nginx `return 200`, or python -m fastgw.testing.backend")
     p.add_argument("--body-size", type=int, default=100,
@@ -1067,6 +1073,10 @@ def main(argv=None) -> int:
         if fq and n:
             ratios.setdefault(key, {})["queue_over_nginx"] = {
                 k: ratio(fq[k], n[k]) for k in ("rps", "p50_ms", "p99_ms", "proxy_us_per_req")}
+        fb = med.get("bare")
+        if fb and n:
+            ratios.setdefault(key, {})["bare_over_nginx"] = {
+                k: ratio(fb[k], n[k]) for k in ("rps", "p50_ms", "p99_ms", "proxy_us_per_req")}
         fl = med.get("fastgw-limits")
         if f and fl:
             ratios.setdefault(key, {})["limits"] = {
