@@ -11,7 +11,9 @@ with the same worker count and an equivalent configuration for both proxies
 (upstream keepalive 64, access_log off, worker_connections 4096), and prints,
 for every target and concurrency, the median over the rounds of: req/s, p50
 and p99 latency, errors (non-2xx/3xx responses + socket errors), proxy CPU
-microseconds per request, and the ratios fastgw/nginx.  Everything (raw
+microseconds per request, the TCP connections the upstream accepted during the
+run (upstream conns opened: from the upstream nginx's stub_status), and the
+ratios fastgw/nginx.  Everything (raw
 per-round numbers, medians, machine, command line) is saved as JSON under
 benchmarks/results/ (git-ignored), with a timestamped name.
 
@@ -61,6 +63,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -78,6 +81,8 @@ QUEUE_LEN = 4096
 LIMITS_HTTP = ("limit_req_zone $binary_remote_addr zone=bench:1m rate=100000000r/s;\n"
                "    limit_conn_zone $binary_remote_addr zone=benchc:1m;")
 LIMITS_LOCATION = "limit_req zone=bench burst=1000000 nodelay; limit_conn benchc 65535; "
+# where the nginx upstream answers stub_status (its "accepts" counter)
+STUB_STATUS_PATH = "/__stub_status"
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -430,6 +435,11 @@ http {{
 {sets}\
             return 200 {body};
         }}
+        # read by the benchmark before and after each run: "accepts" counts the
+        # TCP connections opened to the upstream (upstream_accepts)
+        location = {STUB_STATUS_PATH} {{
+            stub_status;
+        }}
     }}
 }}
 """)
@@ -526,6 +536,29 @@ def wait_ready(proc: Managed, port: int, timeout: float,
         time.sleep(0.1)
     raise RuntimeError(f"{proc.name} not ready on port {port} after "
                        f"{timeout:.0f} s ({last})")
+
+
+def upstream_accepts(kind: str, port: int) -> int | None:
+    """TCP connections the upstream has accepted so far, the one that asks
+    included: nginx's stub_status "accepts", or the sample backend's
+    /__stats "connections_total".  None if it cannot be read."""
+    path = STUB_STATUS_PATH if kind == "nginx" else "/__stats"
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}{path}",
+                                    timeout=2) as resp:
+            text = resp.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    if kind == "nginx":
+        # Active connections: 3
+        # server accepts handled requests
+        #  17 17 120
+        m = re.search(r"server accepts handled requests\s+(\d+)", text)
+        return int(m.group(1)) if m else None
+    try:
+        return int(json.loads(text)["connections_total"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 # --------------------------------------------------------------------------
@@ -672,9 +705,10 @@ def start_proxy(name: str, args, root: Path, upstream_port: int,
 
 
 def measure(args, target: str, port: int, conns: int, proxy: Managed | None,
-            upstream: Managed, load_cpus, proxy_cpus) -> dict:
+            upstream: Managed, up_port: int, load_cpus, proxy_cpus) -> dict:
     if args.warmup > 0:
         run_wrk(args, port, conns, args.warmup, load_cpus)
+    accepts0 = upstream_accepts(args.upstream, up_port)
     others = [m for m in Managed.registry if m is not upstream
               and m is not proxy]
     cpus_before = read_proc_stat_cpus()
@@ -686,6 +720,7 @@ def measure(args, target: str, port: int, conns: int, proxy: Managed | None,
     t0 = time.monotonic()
     res, text = run_wrk(args, port, conns, args.duration, load_cpus)
     wall = time.monotonic() - t0
+    accepts1 = upstream_accepts(args.upstream, up_port)
     up1 = tree_cpu_seconds(upstream.pid)
     px1 = tree_cpu_seconds(proxy.pid) if proxy else None
     ot1 = sum(tree_cpu_seconds(m.pid) for m in others)
@@ -715,6 +750,14 @@ def measure(args, target: str, port: int, conns: int, proxy: Managed | None,
         res["proxy_processes"] = len(process_tree(proxy.pid))
     else:
         res["proxy_cpu_s"] = res["proxy_us_per_req"] = None
+    # connections the upstream accepted during the measured run, from the
+    # proxy (or, for direct, from wrk); the second read's own connection is
+    # not counted.  Connections the proxy still holds from the warm-up are
+    # reused without being counted.
+    if accepts0 is not None and accepts1 is not None:
+        res["upstream_conns_opened"] = max(0, accepts1 - accepts0 - 1)
+    else:
+        res["upstream_conns_opened"] = None
     res["wall_s"] = round(wall, 3)
     if load_cpus:
         res["load_cpu_busy_pct"] = busy_percent(cpus_before, cpus_after,
@@ -730,8 +773,8 @@ def measure(args, target: str, port: int, conns: int, proxy: Managed | None,
 
 
 METRICS = ("rps", "ok_rps", "p50_ms", "p99_ms", "errors", "proxy_us_per_req",
-           "upstream_us_per_req", "load_cpu_busy_pct", "proxy_cpu_busy_pct",
-           "other_cpu_pct")
+           "upstream_us_per_req", "upstream_conns_opened", "load_cpu_busy_pct",
+           "proxy_cpu_busy_pct", "other_cpu_pct")
 
 
 def median_of(runs: list[dict]) -> dict:
@@ -765,7 +808,7 @@ def print_table(medians: dict, ratios: dict, targets: list[str],
                 conns_list: list[int], pinned: bool) -> None:
     head = (f"{'conns':>6}  {'target':<13} {'req/s':>10} {'±%':>5} "
             f"{'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
-            f"{'proxy us/req':>12} {'upstr us/req':>12}")
+            f"{'proxy us/req':>12} {'upstr us/req':>12} {'upstr conns':>11}")
     if pinned:
         head += f" {'busy% load/proxy':>17}"
     print()
@@ -782,7 +825,8 @@ def print_table(medians: dict, ratios: dict, targets: list[str],
                     f"{fmt(m['p99_ms'], '.3f'):>8} "
                     f"{m['errors_total']:>7} "
                     f"{fmt(m['proxy_us_per_req'], '.1f'):>12} "
-                    f"{fmt(m['upstream_us_per_req'], '.1f'):>12}")
+                    f"{fmt(m['upstream_us_per_req'], '.1f'):>12} "
+                    f"{fmt(m['upstream_conns_opened'], ',.0f'):>11}")
             if pinned:
                 bl = fmt(m["load_cpu_busy_pct"], ".0f")
                 bp = fmt(m["proxy_cpu_busy_pct"], ".0f")
@@ -1033,7 +1077,7 @@ def main(argv=None) -> int:
                         continue
                     try:
                         res = measure(args, t, port, conns, proc, upstream,
-                                      load_cpus, proxy_cpus)
+                                      up_port, load_cpus, proxy_cpus)
                     except (RuntimeError, ValueError,
                             subprocess.TimeoutExpired) as exc:
                         log(f"  c={conns} round {rnd} {t}: FAILED {exc}")
@@ -1041,12 +1085,15 @@ def main(argv=None) -> int:
                     res["round"] = rnd
                     runs[key][t].append(res)
                     us = res.get("proxy_us_per_req")
+                    opened = res.get("upstream_conns_opened")
                     log(f"  c={conns:<5} round {rnd} {t:<7} "
                         f"{res['rps']:>10,.0f} req/s  "
                         f"p50 {res.get('p50_ms', float('nan')):.3f} ms  "
                         f"p99 {res.get('p99_ms', float('nan')):.3f} ms  "
                         f"err {res['errors']}"
-                        + (f"  {us:.1f} us/req" if us else ""))
+                        + (f"  {us:.1f} us/req" if us else "")
+                        + (f"  {opened:,} upstream conns opened"
+                           if opened is not None else ""))
     except KeyboardInterrupt as exc:
         interrupted = True
         log(f"\ninterrupted{' by ' + str(exc) if str(exc) else ''}: "
@@ -1103,7 +1150,10 @@ def main(argv=None) -> int:
                   "proxy_us_per_req": "CPU microseconds (user+sys) of all "
                   "proxy processes per completed request",
                   "errors": "non-2xx/3xx responses + socket errors "
-                  "(connect, read, write, timeout)"},
+                  "(connect, read, write, timeout)",
+                  "upstream_conns_opened": "TCP connections the upstream "
+                  "accepted during the measured run (nginx stub_status "
+                  "accepts, or the backend's connections_total)"},
         "runs": runs,
         "medians": medians,
         "ratios_fastgw_over_nginx": ratios,

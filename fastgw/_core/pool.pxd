@@ -26,5 +26,5 @@ cdef class UpstreamPool:
     cpdef object acquire(self, Peer peer)
     cpdef bint release(self, Peer peer, object conn, double now)
     cpdef forget(self, Peer peer, object conn)
-    cdef _evict_oldest(self, Peer preferred)
+    cdef bint _evict_oldest(self, Peer preferred, double before)
     cdef double _sweep_interval(self)
