@@ -15,6 +15,16 @@ from setuptools import Extension, setup
 
 CORE_MODULES = ["http", "counters", "limits", "balancer", "router", "queue", "pool", "spool", "proxy"]
 
+# llhttp, vendored unmodified (fastgw/_core/vendor/llhttp/README.md), is compiled into
+# the proxy extension, which drives its C API directly (fastgw/_core/llhttp.pxd).
+LLHTTP = "fastgw/_core/vendor/llhttp"
+EXTRA = {
+    "proxy": dict(
+        sources=[f"{LLHTTP}/src/api.c", f"{LLHTTP}/src/http.c", f"{LLHTTP}/src/llhttp.c"],
+        include_dirs=[f"{LLHTTP}/include"],
+    ),
+}
+
 
 def _directives():
     directives = {
@@ -39,7 +49,8 @@ def _extensions():
     exts = [
         Extension(
             f"fastgw._core.{name}",
-            [f"fastgw/_core/{name}.pyx"],
+            [f"fastgw/_core/{name}.pyx"] + EXTRA.get(name, {}).get("sources", []),
+            include_dirs=EXTRA.get(name, {}).get("include_dirs", []),
             extra_compile_args=cflags,
         )
         for name in CORE_MODULES

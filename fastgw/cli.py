@@ -31,7 +31,6 @@ def version_text(full):
     """``fastgw -v`` / ``-V`` output (str)."""
     lines = [f"fastgw version: fastgw/{__version__}"]
     if full:
-        import httptools
         import uvloop
 
         from fastgw._core import MODULES, check_compiled
@@ -48,7 +47,12 @@ def version_text(full):
         except ImportError:
             pass
         lines.append(f"hot path fastgw._core ({len(MODULES)} extensions) {state}")
-        lines.append(f"uvloop {uvloop.__version__}, httptools {httptools.__version__} (llhttp)")
+        try:
+            from fastgw._core.proxy import LLHTTP_VERSION
+            llhttp = f"llhttp {LLHTTP_VERSION} (vendored, compiled into fastgw._core.proxy)"
+        except ImportError:
+            llhttp = "llhttp (fastgw._core.proxy not compiled)"
+        lines.append(f"uvloop {uvloop.__version__}, {llhttp}")
     return "\n".join(lines)
 
 

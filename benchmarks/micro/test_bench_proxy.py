@@ -125,3 +125,38 @@ def test_proxied_request(benchmark, path):
     assert sent.startswith(b"GET / HTTP/1.1\r\nHost: app\r\n"), sent
     assert got.startswith(b"HTTP/1.1 200 OK\r\nServer: fastgw\r\n"), got
     assert b"Content-Length: 100\r\n" in got and got.endswith(b"\r\n\r\n" + b"x" * 100)
+
+
+CONF_LOCAL = CONF.replace("location / { proxy_pass http://app; }", 'location / { return 200 "ok"; }')
+assert CONF_LOCAL != CONF
+# Pipelined requests in one read: the parser's cost between messages shows.
+PIPELINED = 8
+
+
+@pytest.fixture
+def local():
+    """``(downstream, client transport)`` of a server that answers `return 200` itself."""
+    loop = asyncio.new_event_loop()
+    worker = FuzzWorker(CONF_LOCAL)
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(worker.start())
+    ds, client = worker.connect()
+    yield ds, client
+    worker.close()
+    loop.close()
+    asyncio.set_event_loop(None)
+
+
+def test_pipelined_local_requests(benchmark, local):
+    """PIPELINED keep-alive requests in one read, each answered locally (no upstream)."""
+    ds, client = local
+    data = REQUEST * PIPELINED
+
+    def many():
+        ds.data_received(data)
+        got = bytes(client.data)
+        client.data.clear()
+        return got
+
+    got = benchmark(many)
+    assert got.count(b"HTTP/1.1 200 OK\r\n") == PIPELINED, got

@@ -11,12 +11,9 @@ cdef class Wheel:
     cdef dict slots
     cdef long done
     cdef object handle
-    cdef list went_idle
-    cdef object idle_handle
 
     cdef arm(self, object conn, double delay)
     cdef cancel(self, object conn)
-    cdef note_idle(self, object conn)
 
 
 cdef class Runtime:

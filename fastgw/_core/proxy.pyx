@@ -3,7 +3,7 @@
 One request's path through a worker::
 
     Listener.on_readable   accept a batch of connections (the worker owns its accept loop)
-    Downstream             parse with llhttp (httptools, strict), route, then either answer
+    Downstream             parse with llhttp (its C API, strict), route, then either answer
                            locally (return, errors) or hand the request to
     UpstreamConn           a pooled keep-alive connection (or a new one) to a peer picked by
                            the balancer: write the rewritten head and stream the body; parse
@@ -30,8 +30,13 @@ import socket
 import time
 from functools import partial
 
-from httptools import HttpRequestParser, HttpResponseParser
-from httptools import HttpParserError, HttpParserUpgrade, HttpParserCallbackError
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from fastgw._core.llhttp cimport (llhttp_t, llhttp_settings_t, llhttp_errno_t, llhttp_method_t,
+                                  llhttp_init, llhttp_settings_init, llhttp_execute, llhttp_resume,
+                                  llhttp_resume_after_upgrade, llhttp_should_keep_alive,
+                                  llhttp_get_error_pos, llhttp_get_error_reason, llhttp_method_name,
+                                  HTTP_REQUEST, HTTP_RESPONSE, HTTP_QUERY, HPE_OK, HPE_PAUSED, HPE_PAUSED_UPGRADE,
+                                  LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH)
 
 from fastgw._core.http cimport (status_line, date_header, is_hop_by_hop, is_idempotent,
                                 local_response)
@@ -157,8 +162,6 @@ cdef frozenset RESPONSE_SKIP = frozenset({
 
 # Granularity of client connection timeouts (seconds): a deadline fires up to this late.
 cdef double WHEEL_TICK = 0.1
-# A keep-alive connection idle this long (seconds) drops its parser; its next byte makes one.
-cdef double PARSER_IDLE = 1.0
 
 
 # One error log line a second for failing temporary files (a full disk fails them all).
@@ -171,9 +174,9 @@ cdef class Wheel:
     A hashed timer wheel: a connection waits in the set of the tick (WHEEL_TICK
     seconds) its check is due in (its ``timer_slot``); the loop timer runs the due
     sets each tick while any is left. A ``call_later`` per connection cost about
-    500 bytes and a libuv timer each; a set entry costs a few dozen bytes. The
-    wheel also drops the parsers of connections idle for PARSER_IDLE seconds
-    (about 900 bytes each), so that idle keep-alive connections stay small.
+    500 bytes and a libuv timer each; a set entry costs a few dozen bytes. (The
+    llhttp parser state lives inside each Downstream, 96 bytes: nothing is
+    dropped from idle connections any more.)
     """
 
     def __init__(self, loop):
@@ -181,8 +184,6 @@ cdef class Wheel:
         self.slots = {}
         self.done = 0
         self.handle = None
-        self.went_idle = []
-        self.idle_handle = None
 
     cdef arm(self, object conn, double delay):
         """Check ``conn`` (a Downstream) again in ``delay`` seconds (at most a tick later)."""
@@ -242,34 +243,6 @@ cdef class Wheel:
         self.done = now_slot
         if self.slots and self.handle is None:
             self.handle = self.loop.call_later(WHEEL_TICK, self._run)
-
-    cdef note_idle(self, object conn):
-        """``conn`` just went idle between requests: drop its parser if it stays idle."""
-        cdef Downstream c = <Downstream>conn
-        if c.idle_listed:
-            return
-        c.idle_listed = True
-        self.went_idle.append(c)
-        if self.idle_handle is None:
-            self.idle_handle = self.loop.call_later(PARSER_IDLE, self._drop_parsers)
-
-    def _drop_parsers(self):
-        cdef double now = self.loop.time()
-        cdef list listed = self.went_idle
-        cdef Downstream c
-        self.idle_handle = None
-        self.went_idle = []
-        for conn in listed:
-            c = <Downstream>conn
-            if c.state != S_IDLE or c.closing or c.parsing is not None or c.held is not None:
-                c.idle_listed = False  # busy again or closed: listed anew when idle
-            elif now - c.idle_since >= PARSER_IDLE:
-                c.idle_listed = False
-                c.parser = None
-            else:
-                self.went_idle.append(c)
-        if self.went_idle and self.idle_handle is None:
-            self.idle_handle = self.loop.call_later(PARSER_IDLE, self._drop_parsers)
 
 
 cdef class Runtime:
@@ -713,10 +686,6 @@ def _linger_end(Runtime rt, int fd, sock):
     sock.close()
 
 
-class _Reject(Exception):
-    """Raised inside a parser callback to stop parsing; the status is on the connection."""
-
-
 cdef class Downstream:
     """The client side of one connection (an asyncio protocol driven by uvloop)."""
 
@@ -724,7 +693,23 @@ cdef class Downstream:
     cdef public Listener listener
     cdef object loop
     cdef object transport
-    cdef object parser
+    # llhttp's state, inside the object (no allocation per connection or per request);
+    # its ``data`` points back here for the callbacks (see _req_* below).
+    cdef llhttp_t p
+    # A header field line llhttp delivers in pieces (across callbacks and reads):
+    # it reaches _on_header once its value is complete.
+    cdef bytes hname
+    cdef bytes hvalue
+    # A Python exception a callback raised (a bug, not a malformed request): the
+    # callback stops llhttp and _feed reports it.
+    cdef object cb_error
+    # What stopped parsing: llhttp's reason (str) or cb_error.
+    cdef object parse_error
+    # Before a request line: fastgw, not llhttp, skips the empty lines there, so that
+    # a bare CR or LF is refused (see _skip_empty_lines); eol_cr: a CR was the last
+    # byte of the previous read, its LF must come first.
+    cdef bint before_line
+    cdef bint eol_cr
     cdef public long conn_id
     cdef public bytes remote_addr
     cdef public bytes remote_port
@@ -750,7 +735,6 @@ cdef class Downstream:
     cdef double write_paused_at
     # The wheel tick this connection's next timeout check is due in (0: none).
     cdef long timer_slot
-    cdef bint idle_listed
     cdef double timer_step
     cdef Server default_server
     cdef VirtualHosts vhosts
@@ -768,19 +752,9 @@ cdef class Downstream:
     cdef bytes held
     # The upgraded connection bytes are relayed to, once the upstream said 101.
     cdef UpstreamConn tunnel
-    # A request with a body that also asks to upgrade (say h2c with a POST body):
-    # httptools tells llhttp to skip the body of any upgrade request, so a second
-    # parser, primed with a head of fastgw's own that has the same framing, reads
-    # the body (never the client's bytes as a new request). relay_head: that head
-    # is being fed, its callbacks are not a request.
     # Bytes of a large read not parsed yet: too many pipelined requests were waiting.
     cdef bytes backlog
     cdef bint backlog_soon
-    cdef Request relay
-    cdef bint relay_started
-    cdef bint relay_head
-    cdef bint relay_pending
-    cdef bint relay_keep
     # proxy_buffering: response bytes the client has not taken yet, and the request
     # to finish once they are gone (its upstream connection is already free).
     cdef Spool spool
@@ -800,7 +774,17 @@ cdef class Downstream:
         self._state(S_IDLE)
         self.vhosts = vhosts
         self.default_server = <Server>vhosts.default
-        # The parser is made when the first byte arrives (see Wheel).
+        self._parser_init()
+
+    cdef inline void _parser_init(self) noexcept:
+        """A fresh llhttp request parser (strict: no lenient flag is ever set), before
+        a request line."""
+        llhttp_init(&self.p, HTTP_REQUEST, &REQ_SETTINGS)
+        self.p.data = <void*>self
+        self.hname = None
+        self.hvalue = None
+        self.before_line = True
+        self.eol_cr = False
 
     def _self(self):
         return self
@@ -905,13 +889,12 @@ cdef class Downstream:
             self._maybe_resume()
 
     cdef _read(self, data):
+        cdef object exc
         self.in_feed = True
-        if self.parser is None:
-            self.parser = HttpRequestParser(self)
-        try:
-            self._feed(data)
-        except (HttpParserError, HttpParserCallbackError, _Reject) as exc:
+        if self._feed(data) < 0:
             self.in_feed = False
+            exc = self.parse_error
+            self.parse_error = None
             if self.reject_status == -1 or (self.no_more_requests and self.parsing is None
                                             and not self.reject_status):
                 # Bytes after a request that closes the connection (llhttp says
@@ -925,7 +908,8 @@ cdef class Downstream:
         self.in_feed = False
         self._send_pending()
         if self.parsing is not None and not self.parsing.head_done:
-            # httptools holds a header line until it ends: a line over the buffer
+            # llhttp holds no line, but fastgw joins a header line's pieces until it
+            # ends (``hname``, ``hvalue``): a line over the buffer
             # size is refused as soon as it is, not when (if ever) it ends.
             nl = data.rfind(b"\n")
             if nl < 0:
@@ -944,50 +928,94 @@ cdef class Downstream:
             else:
                 self.head_bytes += len(data)
             if self.head_bytes > self.default_server.header_buffers * self.default_server.header_buffer_size:
-                # httptools holds a header line in memory until it ends: bound it here.
+                # A header line is held in memory until it ends: bound it here.
                 self.reject_status = 431
                 self._parse_failed(None)
 
-    cdef _feed(self, data):
-        cdef object view = None
-        cdef Py_ssize_t offset
+    cdef int _feed(self, object data) except -2:
+        """Run llhttp over ``data``: 0, or -1 when parsing must stop (``parse_error``
+        and ``reject_status`` say why)."""
+        cdef const char* base
+        cdef Py_ssize_t n, pos = 0
+        cdef llhttp_errno_t err
+        if type(data) is not bytes:
+            data = bytes(data)
+        base = PyBytes_AS_STRING(data)
+        n = PyBytes_GET_SIZE(data)
         while True:
-            try:
-                self.parser.feed_data(data)
-                if self.relay_pending:
-                    self._relay_missed()
-                return
-            except HttpParserUpgrade as exc:
-                # llhttp stops after an Upgrade request. A WebSocket upgrade holds
-                # what follows until the upstream answers (see ``held``). Any other
-                # (h2c...) is served as a plain request without Upgrade and parsing
-                # goes on after it, over a view of the same read (no copy per
-                # pipelined request).
-                offset = exc.args[0]
-                if self.relay_pending:
-                    self._start_relay()
-                    if self.closing:
-                        return
-                    if offset >= len(data):
-                        return
-                    if view is None:
-                        view = memoryview(data)
-                        data = view
-                    data = data[offset:]
-                    continue
+            if self.before_line:
+                pos = self._skip_empty_lines(base, pos, n)
+                if pos < 0:
+                    if self.no_more_requests or self.closing:
+                        # Bytes after a request that closes the connection are ignored
+                        # (nginx), whatever they are.
+                        self.reject_status = -1
+                    else:
+                        # issue 7: llhttp would skip a bare CR or LF here.
+                        self.reject_status = 400
+                    self.parse_error = "bare CR or LF before the request line"
+                    return -1
+                if pos >= n:
+                    return 0
+            err = llhttp_execute(&self.p, base + pos, <size_t>(n - pos))
+            if err == HPE_OK:
+                return 0
+            if err == HPE_PAUSED:
+                # _req_message_complete stops llhttp after each message, so that
+                # fastgw reads what precedes the next request line itself.
+                pos = llhttp_get_error_pos(&self.p) - base
+                llhttp_resume(&self.p)
+                continue
+            if err == HPE_PAUSED_UPGRADE:
+                # llhttp stops after a request with Upgrade (and Connection: upgrade),
+                # body included. A WebSocket upgrade holds what follows until the
+                # upstream answers (see ``held``). Any other (h2c...) is served as a
+                # plain request without Upgrade and parsing goes on after it.
+                pos = llhttp_get_error_pos(&self.p) - base
+                llhttp_resume_after_upgrade(&self.p)
                 if self.upgrade_wait:
                     self.upgrade_wait = False
                     if self.current is not None or self.pending:
-                        self.held = bytes(data[offset:])
+                        self.held = data[pos:]
                         self._pause_reading()
-                        return
+                        return 0
                     # Answered already (locally): what follows is HTTP.
-                if self.closing or offset >= len(data):
-                    return
-                if view is None:
-                    view = memoryview(data)
-                    data = view
-                data = data[offset:]
+                if self.closing or pos >= n:
+                    return 0
+                continue
+            if self.cb_error is not None:
+                self.parse_error = self.cb_error
+                self.cb_error = None
+            elif self.parse_error is None:
+                self.parse_error = (<bytes>llhttp_get_error_reason(&self.p)).decode("latin-1")
+            return -1
+
+    cdef inline Py_ssize_t _skip_empty_lines(self, const char* base, Py_ssize_t pos, Py_ssize_t n) noexcept:
+        """The offset of the first byte of a request line at or after ``pos`` (``n``
+        when the read ends first), or -1 at a bare CR or LF.
+
+        RFC 9112 §2.2: a server SHOULD ignore at least one empty line (CRLF)
+        before the request-line; fastgw ignores any number of them (as llhttp
+        does), but not a CR or LF alone, which llhttp and nginx skip too: a
+        front end that skips them and a back end that does not read a
+        different request (issue 7).
+        """
+        cdef char c
+        while pos < n:
+            c = base[pos]
+            if self.eol_cr:
+                if c != 10:
+                    return -1
+                self.eol_cr = False
+            elif c == 13:
+                self.eol_cr = True
+            elif c == 10:
+                return -1
+            else:
+                self.before_line = False
+                return pos
+            pos += 1
+        return pos
 
     def eof_received(self):
         # The client closed its side: as nginx (no proxy_ignore_client_abort), a
@@ -1089,21 +1117,16 @@ cdef class Downstream:
             return
         self.finish(r)
 
-    # -- llhttp callbacks (httptools) -------------------------------------------------
-    def on_message_begin(self):
+    # -- llhttp callbacks (through _req_*): 0 goes on, 1 stops with reject_status --------
+    cdef int _on_message_begin(self) except -1:
         cdef Request r
-        if self.relay_head:
-            self.parsing = self.relay
-            return
-        if self.relay_pending:
-            self._relay_missed()
         r = Request()
         r.conn = self
         r.queue_handle = -1
         if self.no_more_requests or self.closing:
             # Bytes after a request that closes the connection are ignored (nginx).
             self.reject_status = -1
-            raise _Reject()
+            return 1
         r.start = self.loop.time()
         r.http11 = True
         # nginx counts a request when it begins (stub_status includes the one asking).
@@ -1114,42 +1137,68 @@ cdef class Downstream:
         if self.current is None and self.state == S_IDLE:
             self._state(S_HEAD)
             self.head_started = r.start
+        return 0
 
-    def on_url(self, bytes url):
+    cdef int _on_url(self, const char* at, size_t length) except -1:
         cdef Request r = self.parsing
-        if self.relay_head:
-            return
+        cdef bytes url = PyBytes_FromStringAndSize(at, <Py_ssize_t>length)
         r.url = url if r.url is None else r.url + url
         if len(r.url) > self.default_server.header_buffer_size:
             self.reject_status = 414
-            raise _Reject()
+            return 1
+        return 0
 
-    def on_header(self, bytes name, bytes value):
+    cdef int _on_header_field(self, const char* at, size_t length) except -1:
+        cdef bytes name = self.hname, value = self.hvalue
+        cdef bytes piece = PyBytes_FromStringAndSize(at, <Py_ssize_t>length)
+        if value is not None:
+            # A new field line begins: the previous one is complete.
+            self.hname = piece
+            self.hvalue = None
+            return self._on_header(name, value)
+        self.hname = piece if name is None else name + piece
+        return 0
+
+    cdef int _on_header_value(self, const char* at, size_t length) except -1:
+        cdef bytes piece = PyBytes_FromStringAndSize(at, <Py_ssize_t>length)
+        self.hvalue = piece if self.hvalue is None else self.hvalue + piece
+        return 0
+
+    cdef inline int _header_done(self) except -1:
+        """The last field line of a header (or trailer) section is complete."""
+        cdef bytes name = self.hname, value = self.hvalue
+        if value is None:
+            return 0
+        self.hname = None
+        self.hvalue = None
+        return self._on_header(name, value)
+
+    cdef int _on_header(self, bytes name, bytes value) except -1:
         cdef Request r = self.parsing
         cdef bytes lname
         cdef Py_ssize_t size = len(name) + len(value) + 4
-        if r.head_done or self.relay_head:
+        if r.head_done:
             # A trailer section (after a chunked body) never joins the header
             # section: fastgw drops request trailers.
-            return
+            return 0
         r.head_size += size
         if (size > self.default_server.header_buffer_size
                 or r.head_size > self.default_server.header_buffers * self.default_server.header_buffer_size):
             # RFC 6585 §5 (nginx says 400 here; fastgw names the cause).
             self.reject_status = 431
-            raise _Reject()
+            return 1
         if has_byte(name, 95):  # "_"
             # nginx ignores such fields by default (underscores_in_headers off): a
             # backend that maps names to CGI-style variables would confuse
             # X_Forwarded_For with X-Forwarded-For.
-            return
+            return 0
         lname = name.lower()
         r.headers.append((name, value, lname))
         if lname == b"host":
             if r.host is not None:
                 # RFC 9112 §3.2: more than one Host is a 400.
                 self.reject_status = 400
-                raise _Reject()
+                return 1
             r.host = value
         elif lname == b"content-length":
             r.content_length = value
@@ -1178,46 +1227,44 @@ cdef class Downstream:
             r.referer = value
         elif lname == b"user-agent":
             r.user_agent = value
+        return 0
 
-    def on_headers_complete(self):
-        cdef Request r = self.parsing
-        cdef str version
-        if self.relay_head:
-            self.relay_head = False
-            return
+    cdef int _on_headers_complete(self) except -1:
+        cdef Request r
+        if self._header_done():
+            return 1
+        r = self.parsing
         r.head_done = True
-        r.method = self.parser.get_method()
-        version = self.parser.get_http_version()
-        if version == "1.1":
+        r.method = <bytes>METHODS[self.p.method]
+        if self.p.http_major == 1 and self.p.http_minor == 1:
             r.http11 = True
             r.keep_alive = not r.conn_close
-        elif version == "1.0":
+        elif self.p.http_major == 1 and self.p.http_minor == 0:
             r.http11 = False
             r.keep_alive = r.keep_alive and not r.conn_close
         else:
             self.reject_status = 505
-            raise _Reject()
+            return 1
         r.request_line = r.method + b" " + (r.url or b"") + (b" HTTP/1.1" if r.http11 else b" HTTP/1.0")
         if r.te is not None:
             status = _te_status(r.te, r.http11)
             if status:
                 self.reject_status = status
-                raise _Reject()
+                return 1
             r.chunked = True
         if r.http11 and r.host is None:
             self.reject_status = 400
-            raise _Reject()
+            return 1
         if r.method == b"CONNECT":
             self.reject_status = 405
-            raise _Reject()
+            return 1
         if not r.keep_alive:
             self.no_more_requests = True
-        if r.conn_upgrade and r.upgrade_hdr is not None and _has_body(r):
-            # llhttp's upgrade request (Upgrade + Connection: upgrade) with a body:
-            # the body comes through a second parser (see ``relay``).
-            self.relay = r
-        elif (r.conn_upgrade and r.http11 and r.method == b"GET" and r.upgrade_hdr is not None
-                and r.upgrade_hdr.strip().lower() == b"websocket"):
+        # An upgrade request with a body (say h2c with a POST body) is a plain request
+        # here: llhttp reads its body (_req_headers_complete never asks it to skip
+        # one) and stops after it, and fastgw goes on parsing (_feed).
+        if (r.conn_upgrade and r.http11 and r.method == b"GET" and r.upgrade_hdr is not None
+                and not _has_body(r) and r.upgrade_hdr.strip().lower() == b"websocket"):
             # RFC 6455 §4.1's handshake; llhttp stops parsing right after it.
             r.upgrade_asked = True
             self.upgrade_wait = True
@@ -1231,17 +1278,20 @@ cdef class Downstream:
             self.pending.append(r)
             if len(self.pending) >= PIPELINE_DEPTH:
                 self._pause_reading()
+        return 0
 
-    def on_body(self, bytes chunk):
+    cdef int _on_body(self, const char* at, size_t length) except -1:
         cdef Request r = self.parsing
         cdef Location loc
-        r.body_received += len(chunk)
+        cdef bytes chunk
+        r.body_received += <long>length
         if r.done:
-            return  # answered already (e.g. a local response): discard, as nginx does
+            return 0  # answered already (e.g. a local response): discard, as nginx does
         loc = r.location
         if loc is not None and loc.max_body and r.body_received > loc.max_body:
             self._reject_body(r, 413)
-            return
+            return 0
+        chunk = PyBytes_FromStringAndSize(at, <Py_ssize_t>length)
         if r.upstream is not None and (<UpstreamConn>r.upstream).sending:
             (<UpstreamConn>r.upstream).write_body(chunk)
         elif r.body_buffer is not None:
@@ -1255,28 +1305,19 @@ cdef class Downstream:
             self.pending_bytes += len(chunk)
             if self.pending_bytes > PIPELINE_BUFFER:
                 self._pause_reading()
+        return 0
 
-    def on_message_complete(self):
-        cdef Request r = self.parsing
-        if r is self.relay:
-            if not self.relay_started:
-                # httptools skipped the body; llhttp stops next (_start_relay) or,
-                # should it not, _relay_missed finishes the message as it is.
-                self.relay_keep = self.parser.should_keep_alive()
-                self.relay_pending = True
-                return
-            self.relay = None
-            self.relay_started = False
-            self._message_complete(r, self.relay_keep)
-            return
-        self._message_complete(r, self.parser.should_keep_alive())
-
-    cdef _relay_missed(self):
-        """llhttp did not stop after the upgrade request: its message was complete."""
-        cdef Request r = self.relay
-        self.relay = None
-        self.relay_pending = False
-        self._message_complete(r, self.relay_keep)
+    cdef int _on_message_complete(self) except -1:
+        """2 when llhttp is to pause here: another request may follow on this
+        connection, and fastgw reads the bytes before its request line itself."""
+        cdef bint keep
+        if self._header_done():  # a trailer section's last line
+            return 1
+        keep = llhttp_should_keep_alive(&self.p)
+        # (llhttp stops after an upgrade request anyway: HPE_PAUSED_UPGRADE.)
+        self.before_line = keep
+        self._message_complete(self.parsing, keep)
+        return 2 if keep and not self.p.upgrade else 0
 
     cdef _message_complete(self, Request r, bint keep):
         r.body_done = True
@@ -2009,27 +2050,13 @@ cdef class Downstream:
             self.idle_since = self.loop.time()
             self.idle_timeout = (self.last_location.keepalive_timeout if self.last_location is not None
                                  else self.default_server.keepalive_timeout)
-            self.rt.wheel.note_idle(self)
-
-    cdef _start_relay(self):
-        """Read the body of ``relay`` with a new parser, primed with a head of our own."""
-        cdef Request r = self.relay
-        self.parser = HttpRequestParser(self)
-        self.relay_started = True
-        self.relay_pending = False
-        self.relay_head = True
-        if r.chunked:
-            framing = b"Transfer-Encoding: chunked"
-        else:
-            framing = b"Content-Length: " + r.content_length.strip()
-        self.parser.feed_data(b"POST / HTTP/1.1\r\nHost: relay\r\n" + framing + b"\r\n\r\n")
 
     cdef _release_held(self):
         """The upgrade request was answered without a tunnel: what followed its head
         is HTTP again, read by a fresh parser (a pipelined request is routed anew)."""
         cdef bytes held = self.held
         self.held = None
-        self.parser = HttpRequestParser(self)
+        self._parser_init()
         if held:
             self.data_received(held)
 
@@ -2038,7 +2065,6 @@ cdef class Downstream:
         cdef bytes held = self.held
         self.tunnel = conn
         self.held = None
-        self.parser = None
         if held:
             conn.tunnel_send(held)
         self._resume_reading()
@@ -2363,7 +2389,12 @@ cdef class UpstreamConn:
     cdef Peer peer
     cdef object loop
     cdef object transport
-    cdef object parser
+    # llhttp's response parser state (as Downstream's), and a field line in pieces.
+    cdef llhttp_t p
+    cdef bytes hname
+    cdef bytes hvalue
+    # Why llhttp stopped: a callback's reason (str) or exception (a bug).
+    cdef object parse_error
     cdef Downstream ds
     cdef Request req
     cdef int requests
@@ -2381,7 +2412,6 @@ cdef class UpstreamConn:
     cdef bint resp_until_close
     cdef bint client_chunked
     cdef bint head_sent
-    cdef bint reset_parser
     cdef bint got_bytes
     cdef bint counted
     cdef bint conn_counted
@@ -2418,8 +2448,15 @@ cdef class UpstreamConn:
         self.loop = rt.loop
         self.pool = pool
         self.peer = peer
-        self.parser = HttpResponseParser(self)
+        self._parser_init()
         self.out = []
+
+    cdef inline void _parser_init(self) noexcept:
+        """A fresh llhttp response parser (strict: no lenient flag is ever set)."""
+        llhttp_init(&self.p, HTTP_RESPONSE, &RESP_SETTINGS)
+        self.p.data = <void*>self
+        self.hname = None
+        self.hvalue = None
 
     # -- attach / connect / send ---------------------------------------------------------
     cdef attach(self, Downstream ds, Request r):
@@ -2660,6 +2697,9 @@ cdef class UpstreamConn:
     # -- asyncio protocol ------------------------------------------------------------------
     def data_received(self, data):
         cdef Downstream ds
+        cdef llhttp_errno_t err
+        cdef const char* base
+        cdef object exc
         self.last_io = self.loop.time()
         if self.tunneling:
             self.req.bytes_sent += len(data)
@@ -2672,9 +2712,25 @@ cdef class UpstreamConn:
         self.got_bytes = True
         if not self.head_sent:
             self.head_bytes += len(data)
-        try:
-            self.parser.feed_data(data)
-        except HttpParserError as exc:
+        if type(data) is not bytes:
+            data = bytes(data)
+        base = PyBytes_AS_STRING(data)
+        err = llhttp_execute(&self.p, base, <size_t>PyBytes_GET_SIZE(data))
+        if err == HPE_PAUSED_UPGRADE:
+            if self.tunnel_ok:
+                self._start_tunnel(data[llhttp_get_error_pos(&self.p) - base:])
+                return
+            # A 101 fastgw never asked for: the connection now speaks something
+            # else and cannot be relayed or reused.
+            self._flush()
+            self._fail(502, "upstream sent unexpected 101 Switching Protocols while reading "
+                            "response header from upstream", False, NU_INVALID_HEADER)
+            return
+        if err != HPE_OK:
+            exc = self.parse_error
+            self.parse_error = None
+            if exc is None:
+                exc = (<bytes>llhttp_get_error_reason(&self.p)).decode("latin-1")
             self._flush()
             if self.resp_done and self.retry_peer is None and not self.tunnel_ok:
                 # Bytes after a complete response (another response, or garbage):
@@ -2689,19 +2745,9 @@ cdef class UpstreamConn:
                 self._fail(502, f"upstream sent invalid response ({exc}) while reading response header "
                                 "from upstream", False, NU_INVALID_HEADER)
             return
-        except HttpParserUpgrade as exc:
-            if self.tunnel_ok:
-                self._start_tunnel(data[exc.args[0]:])
-                return
-            # A 101 fastgw never asked for: the connection now speaks something
-            # else and cannot be relayed or reused.
-            self._flush()
-            self._fail(502, "upstream sent unexpected 101 Switching Protocols while reading "
-                            "response header from upstream", False, NU_INVALID_HEADER)
-            return
         if not self.head_sent and self.head_bytes > MAX_UPSTREAM_HEAD + 65536:
-            # A head still incomplete after this much: httptools holds a partial line
-            # in memory, so bound it here (reads may also carry a body's start).
+            # A head still incomplete after this much: a partial line is held in
+            # memory (hname, hvalue), so bound it here (reads may also carry a body's start).
             self.head_size = MAX_UPSTREAM_HEAD + 1
             self._fail(502, "upstream sent too big header while reading response header from upstream",
                        False, NU_INVALID_HEADER)
@@ -2779,43 +2825,79 @@ cdef class UpstreamConn:
             self.last_io = self.loop.time()
             self.transport.resume_reading()
 
-    # -- llhttp callbacks (httptools) -------------------------------------------------------
-    def on_message_begin(self):
+    # -- llhttp callbacks (through _resp_*): 0 goes on, 1 stops (parse_error says why) ------
+    cdef inline int _stop(self, str why):
+        self.parse_error = why
+        return 1
+
+    cdef int _on_message_begin(self) except -1:
         if self.resp_done:
             # A second response to one request: never relayed (it would answer a
             # request the client did not send); data_received closes the connection.
-            raise HttpParserError("data after the response")
+            return self._stop("data after the response")
+        return 0
 
-    def on_status(self, bytes reason):
+    cdef int _on_status(self, const char* at, size_t length) except -1:
+        cdef bytes reason = PyBytes_FromStringAndSize(at, <Py_ssize_t>length)
         self.reason = reason if self.reason is None else self.reason + reason
+        return 0
 
-    def on_header(self, bytes name, bytes value):
+    cdef int _on_header_field(self, const char* at, size_t length) except -1:
+        cdef bytes name = self.hname, value = self.hvalue
+        cdef bytes piece = PyBytes_FromStringAndSize(at, <Py_ssize_t>length)
+        if value is not None:
+            # A new field line begins: the previous one is complete.
+            self.hname = piece
+            self.hvalue = None
+            return self._on_header(name, value)
+        self.hname = piece if name is None else name + piece
+        return 0
+
+    cdef int _on_header_value(self, const char* at, size_t length) except -1:
+        cdef bytes piece = PyBytes_FromStringAndSize(at, <Py_ssize_t>length)
+        self.hvalue = piece if self.hvalue is None else self.hvalue + piece
+        return 0
+
+    cdef inline int _header_done(self) except -1:
+        """The last field line of a header (or trailer) section is complete."""
+        cdef bytes name = self.hname, value = self.hvalue
+        if value is None:
+            return 0
+        self.hname = None
+        self.hvalue = None
+        return self._on_header(name, value)
+
+    cdef int _on_header(self, bytes name, bytes value) except -1:
         if self.head_sent:
-            return  # response trailers: never merged into the header section
+            return 0  # response trailers: never merged into the header section
         self.head_size += len(name) + len(value) + 4
         if self.head_size > MAX_UPSTREAM_HEAD:
-            raise HttpParserError("too big header")
+            return self._stop("too big header")
         self.resp_headers.append((name, value, name.lower()))
+        return 0
 
-    def on_headers_complete(self):
+    cdef int _on_headers_complete(self) except -1:
+        """0, 1 to stop, or 2 when the response has no body whatever its head says
+        (the answer to a HEAD request: RFC 9110 §9.3.2)."""
         cdef Request r = self.req
-        cdef int status = self.parser.get_status_code()
+        cdef int status = self.p.status_code
         cdef list out
         cdef tuple h
         cdef set conn_tokens = None
         cdef bint keep
         cdef bytes lname
+        if self._header_done():
+            return 1
         self.status = status
         if status < 100:
-            raise HttpParserError(f"invalid status {status}")
+            return self._stop(f"invalid status {status}")
         if status == 101 and r.upgrade and not self.interim:
-            self._upgrade_head()
-            return
+            return self._upgrade_head()
         if status < 200:
             # 1xx interim responses are not relayed (nginx drops them too); a 101
             # fastgw did not ask for ends in the parser's upgrade stop: a 502.
             self.interim = True
-            return
+            return 0
         r.upstream_status = status
         self.record[1] = status
         self.record[3] = self.loop.time() - self.started
@@ -2827,19 +2909,19 @@ cdef class UpstreamConn:
                 # Another peer will answer: this response is dropped unread
                 # (data_received acts once the parser has returned).
                 self.resp_done = True
-                return
+                return 2 if self.head_only else 0
         for h in self.resp_headers:
             lname = <bytes>h[2]
             if lname == b"content-length":
                 if self.resp_length is not None and self.resp_length != <bytes>h[1]:
-                    raise HttpParserError("duplicate Content-Length")
+                    return self._stop("duplicate Content-Length")
                 self.resp_length = (<bytes>h[1]).strip()
             elif lname == b"transfer-encoding":
                 # Only a single "chunked" is a framing fastgw can trust (nginx: 502
                 # for any other Transfer-Encoding); llhttp alone accepts two TE
                 # lines and reads an unknown coding until the close.
                 if self.resp_chunked or (<bytes>h[1]).strip().lower() != b"chunked":
-                    raise HttpParserError("upstream sent an invalid Transfer-Encoding")
+                    return self._stop("upstream sent an invalid Transfer-Encoding")
                 self.resp_chunked = True
             elif lname == b"connection":
                 if conn_tokens is None:
@@ -2898,22 +2980,22 @@ cdef class UpstreamConn:
         self.out.append(head)
         self.head_sent = True
         if no_body:
-            # llhttp cannot be told the request was HEAD: the response ends here and
-            # the parser is replaced so that the next response starts clean.
+            # The response ends with its head (a HEAD request's: llhttp is told so by
+            # the 2 returned here, and its next response starts clean).
             self.resp_done = True
-            # llhttp's keep-alive flag is only final at message complete, which a
-            # HEAD response never reaches here: read Connection ourselves.
+            # llhttp's keep-alive flag is only final at message complete, which
+            # data_received may act before: read Connection ourselves.
             if conn_tokens is not None and b"close" in conn_tokens:
                 self.resp_keep = False
-            elif self.parser.get_http_version() == "1.0":
+            elif self.p.http_major == 1 and self.p.http_minor == 0:
                 self.resp_keep = conn_tokens is not None and b"keep-alive" in conn_tokens
             else:
                 self.resp_keep = True
-            if self.head_only:
-                self.reset_parser = True
+        return 2 if self.head_only else 0
 
-    cdef _upgrade_head(self):
-        """The 101 to relay to the client: the upstream's fields, with its Upgrade."""
+    cdef int _upgrade_head(self) except -1:
+        """The 101 to relay to the client: the upstream's fields, with its Upgrade
+        (0, or 1 when the 101 names no protocol)."""
         cdef Request r = self.req
         cdef tuple h
         cdef bytes upgrade = None
@@ -2926,7 +3008,7 @@ cdef class UpstreamConn:
                 out += (<bytes>h[0], COLON, <bytes>h[1], CRLF)
         if upgrade is None:
             # RFC 9110 §15.2.2: a 101 names the protocol it switches to.
-            raise HttpParserError("101 without Upgrade")
+            return self._stop("101 without Upgrade")
         out.append(b"Upgrade: " + upgrade + b"\r\nConnection: upgrade\r\n\r\n")
         head = b"".join(out)
         r.upstream_status = 101
@@ -2940,13 +3022,13 @@ cdef class UpstreamConn:
         self.head_sent = True
         self.tunnel_ok = True
         self.buffered = False
+        return 0
 
     cdef _start_tunnel(self, object rest):
         """Relay the 101 and what came with it, then raw bytes both ways (nginx's
         upgraded mode). The connection is never pooled again."""
         cdef Request r = self.req
         self.tunneling = True
-        self.parser = None
         self._flush()
         if rest:
             r.bytes_sent += len(rest)
@@ -2977,13 +3059,15 @@ cdef class UpstreamConn:
         ds.tunnel_closed(r)
         _service_queue(self.pool)
 
-    def on_body(self, bytes chunk):
+    cdef int _on_body(self, const char* at, size_t length) except -1:
+        cdef bytes chunk
         if self.interim or self.retry_peer is not None:
-            return
+            return 0
         if self.resp_done:
             # Bytes after a response that has no body: never reuse this connection.
             self.resp_keep = False
-            return
+            return 0
+        chunk = PyBytes_FromStringAndSize(at, <Py_ssize_t>length)
         self.req.bytes_sent += len(chunk)
         if self.client_chunked:
             line = b"%x\r\n" % len(chunk)
@@ -2994,23 +3078,27 @@ cdef class UpstreamConn:
             self.out.append(CRLF)
         else:
             self.out.append(chunk)
+        return 0
 
-    def on_message_complete(self):
+    cdef int _on_message_complete(self) except -1:
+        if self._header_done():  # a trailer section's last line
+            return 1
         if self.tunnel_ok:
-            return
+            return 0
         if self.interim:
             self.interim = False
             self.resp_headers = []
             self.head_size = 0
             self.reason = None
-            return
+            return 0
         if self.resp_done and (self.head_only or self.retry_peer is not None):
-            return
-        self.resp_keep = self.parser.should_keep_alive()
+            return 0
+        self.resp_keep = llhttp_should_keep_alive(&self.p)
         if self.client_chunked:
             self.req.bytes_sent += len(CHUNK_END)
             self.out.append(CHUNK_END)
         self.resp_done = True
+        return 0
 
     cdef _flush(self):
         cdef list out = self.out
@@ -3035,9 +3123,6 @@ cdef class UpstreamConn:
         if self.reading_paused and self.transport is not None:
             self.reading_paused = False
             self.transport.resume_reading()
-        if self.reset_parser:
-            self.parser = HttpResponseParser(self)
-            self.reset_parser = False
         # A connection that carried an upgrade request is not pooled even when the
         # upstream refused it: nothing says how the upstream left its state.
         reuse = (self.resp_keep and r.body_done and not self.sending and not self.closed
@@ -3470,3 +3555,169 @@ cdef bytes _quote_path(bytes path):
         else:
             out += b"%%%02X" % c
     return bytes(out)
+
+
+# -- llhttp's callbacks ------------------------------------------------------------------------
+# llhttp calls these C functions; ``p.data`` is the Downstream or UpstreamConn that owns
+# ``p``, and each calls its typed method directly (no Python-level call per callback).
+# The methods answer 0 (go on), 1 (stop: the request is refused, reject_status or
+# parse_error says why) or 2 (see each); a Python exception (a bug) is kept in cb_error
+# or parse_error and stops llhttp too (its -1: HPE_USER or HPE_CB_*).
+
+# The version of the llhttp compiled in (fastgw/_core/vendor/llhttp), for --version.
+LLHTTP_VERSION = f"{LLHTTP_VERSION_MAJOR}.{LLHTTP_VERSION_MINOR}.{LLHTTP_VERSION_PATCH}"
+
+# llhttp's method number -> the method's name (bytes, made once: no object per request).
+# Its numbers run from 0 to HTTP_QUERY, the last (llhttp_method_name aborts on others).
+cdef tuple METHODS = tuple([<bytes>llhttp_method_name(<llhttp_method_t>m) for m in range(HTTP_QUERY + 1)])
+
+cdef llhttp_settings_t REQ_SETTINGS
+cdef llhttp_settings_t RESP_SETTINGS
+
+
+cdef inline int _req_failed(Downstream d, object exc) noexcept:
+    d.cb_error = exc
+    return -1
+
+
+cdef int _req_message_begin(llhttp_t* p) noexcept:
+    cdef Downstream d = <Downstream>p.data
+    try:
+        return -d._on_message_begin()
+    except BaseException as exc:
+        return _req_failed(d, exc)
+
+
+cdef int _req_url(llhttp_t* p, const char* at, size_t length) noexcept:
+    cdef Downstream d = <Downstream>p.data
+    try:
+        return -d._on_url(at, length)
+    except BaseException as exc:
+        return _req_failed(d, exc)
+
+
+cdef int _req_header_field(llhttp_t* p, const char* at, size_t length) noexcept:
+    cdef Downstream d = <Downstream>p.data
+    try:
+        return -d._on_header_field(at, length)
+    except BaseException as exc:
+        return _req_failed(d, exc)
+
+
+cdef int _req_header_value(llhttp_t* p, const char* at, size_t length) noexcept:
+    cdef Downstream d = <Downstream>p.data
+    try:
+        return -d._on_header_value(at, length)
+    except BaseException as exc:
+        return _req_failed(d, exc)
+
+
+cdef int _req_headers_complete(llhttp_t* p) noexcept:
+    # Never 1 (skip the body): an upgrade request's body is read as any other.
+    cdef Downstream d = <Downstream>p.data
+    try:
+        return -d._on_headers_complete()
+    except BaseException as exc:
+        return _req_failed(d, exc)
+
+
+cdef int _req_body(llhttp_t* p, const char* at, size_t length) noexcept:
+    cdef Downstream d = <Downstream>p.data
+    try:
+        return -d._on_body(at, length)
+    except BaseException as exc:
+        return _req_failed(d, exc)
+
+
+cdef int _req_message_complete(llhttp_t* p) noexcept:
+    # 2: pause (HPE_PAUSED) before the next message's first byte (Downstream._feed).
+    cdef Downstream d = <Downstream>p.data
+    cdef int rc
+    try:
+        rc = d._on_message_complete()
+    except BaseException as exc:
+        return _req_failed(d, exc)
+    return HPE_PAUSED if rc == 2 else -rc
+
+
+cdef inline int _resp_failed(UpstreamConn u, object exc) noexcept:
+    u.parse_error = exc
+    return -1
+
+
+cdef int _resp_message_begin(llhttp_t* p) noexcept:
+    cdef UpstreamConn u = <UpstreamConn>p.data
+    try:
+        return -u._on_message_begin()
+    except BaseException as exc:
+        return _resp_failed(u, exc)
+
+
+cdef int _resp_status(llhttp_t* p, const char* at, size_t length) noexcept:
+    cdef UpstreamConn u = <UpstreamConn>p.data
+    try:
+        return -u._on_status(at, length)
+    except BaseException as exc:
+        return _resp_failed(u, exc)
+
+
+cdef int _resp_header_field(llhttp_t* p, const char* at, size_t length) noexcept:
+    cdef UpstreamConn u = <UpstreamConn>p.data
+    try:
+        return -u._on_header_field(at, length)
+    except BaseException as exc:
+        return _resp_failed(u, exc)
+
+
+cdef int _resp_header_value(llhttp_t* p, const char* at, size_t length) noexcept:
+    cdef UpstreamConn u = <UpstreamConn>p.data
+    try:
+        return -u._on_header_value(at, length)
+    except BaseException as exc:
+        return _resp_failed(u, exc)
+
+
+cdef int _resp_headers_complete(llhttp_t* p) noexcept:
+    # 2 -> llhttp's 1: the response has no body (it answers a HEAD request).
+    cdef UpstreamConn u = <UpstreamConn>p.data
+    cdef int rc
+    try:
+        rc = u._on_headers_complete()
+    except BaseException as exc:
+        return _resp_failed(u, exc)
+    return 1 if rc == 2 else -rc
+
+
+cdef int _resp_body(llhttp_t* p, const char* at, size_t length) noexcept:
+    cdef UpstreamConn u = <UpstreamConn>p.data
+    try:
+        return -u._on_body(at, length)
+    except BaseException as exc:
+        return _resp_failed(u, exc)
+
+
+cdef int _resp_message_complete(llhttp_t* p) noexcept:
+    cdef UpstreamConn u = <UpstreamConn>p.data
+    try:
+        return -u._on_message_complete()
+    except BaseException as exc:
+        return _resp_failed(u, exc)
+
+
+llhttp_settings_init(&REQ_SETTINGS)
+REQ_SETTINGS.on_message_begin = _req_message_begin
+REQ_SETTINGS.on_url = _req_url
+REQ_SETTINGS.on_header_field = _req_header_field
+REQ_SETTINGS.on_header_value = _req_header_value
+REQ_SETTINGS.on_headers_complete = _req_headers_complete
+REQ_SETTINGS.on_body = _req_body
+REQ_SETTINGS.on_message_complete = _req_message_complete
+
+llhttp_settings_init(&RESP_SETTINGS)
+RESP_SETTINGS.on_message_begin = _resp_message_begin
+RESP_SETTINGS.on_status = _resp_status
+RESP_SETTINGS.on_header_field = _resp_header_field
+RESP_SETTINGS.on_header_value = _resp_header_value
+RESP_SETTINGS.on_headers_complete = _resp_headers_complete
+RESP_SETTINGS.on_body = _resp_body
+RESP_SETTINGS.on_message_complete = _resp_message_complete

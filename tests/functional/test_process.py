@@ -204,7 +204,7 @@ def test_version_flags():
     out = run_cli("-V")
     assert out.returncode == 0
     assert "compiled: balancer, counters, http, limits, pool, proxy, queue, router" in out.stderr
-    assert "uvloop" in out.stderr and "httptools" in out.stderr
+    assert "uvloop" in out.stderr and "llhttp 9.4.3 (vendored" in out.stderr
 
 
 def test_quit_refuses_new_connections_at_once(gateway, backend):
