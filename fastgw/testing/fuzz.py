@@ -226,8 +226,7 @@ def parse_upstream(data, result=None, tolerate=()):
     ``result``: an earlier :class:`UpstreamParse` of a prefix of ``data`` to go
     on from (the recording upstream parses as bytes arrive). ``tolerate``: the
     names of rules not to enforce, for a fault known and kept as its own test
-    (``"chunked-http10"``: a chunked body in an HTTP/1.0 request;
-    ``"bare-eol-before-request"``: bare CR or LF before a client's request), or
+    (``"chunked-http10"``: a chunked body in an HTTP/1.0 request), or
     ``"client"``: read what a client sent by RFC 9112's rules only (chunk
     extensions, trailers, any spelling of ``chunked``; not fastgw's own
     rules on what it forwards).
@@ -240,15 +239,9 @@ def parse_upstream(data, result=None, tolerate=()):
     pos = res.consumed
     while pos < len(data):
         if "client" in tolerate:
-            # RFC 9112 §2.2: empty lines before a request-line are ignored (and with
-            # "bare-eol-before-request", a known fault, bare CRs and LFs too).
-            while True:
-                if data[pos:pos + 2] == b"\r\n":
-                    pos += 2
-                elif "bare-eol-before-request" in tolerate and data[pos:pos + 1] in (b"\r", b"\n"):
-                    pos += 1
-                else:
-                    break
+            # RFC 9112 §2.2: empty lines before a request-line are ignored.
+            while data[pos:pos + 2] == b"\r\n":
+                pos += 2
             if pos >= len(data):
                 break
         req = UpstreamRequest(pos)

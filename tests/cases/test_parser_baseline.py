@@ -1,12 +1,16 @@
 """The installed httptools/llhttp still parses every case payload as the recorded baseline says.
 
+fastgw itself drives a vendored llhttp 9.4.3 through its C API (fastgw/_core/vendor);
+httptools, with the same llhttp, is the independent reader the fuzz harness and
+these baseline checks use, and the case tests check fastgw's own answers end to end.
+
 fastgw's smuggling defences rely on llhttp's strict mode for most of the cases
 (README of the case corpus, "Library baseline"), and add its own checks where
 llhttp accepts (PUB-04 `Chunked`, PUB-18 R3/R4, PUB-16 HEAD...). A different
 llhttp (a new httptools wheel, or fastgw built with --use-system-llhttp) may
 move that line: these tests fail when any payload of the corpus is accepted,
 rejected, or split into messages differently from
-shared/cases/baseline_httptools-0.9.0.txt (httptools 0.9.0, llhttp 9.4.1).
+shared/cases/baseline_httptools-0.9.0.txt (httptools 0.9.0, which bundles llhttp 9.4.3, the version fastgw vendors).
 
 The table below is that baseline file in data form (payloads from
 shared/cases/payloads.py; kind as baseline.py decides it: RESPONSE when the

@@ -138,7 +138,7 @@ assert CONF_STREAMING != CONF
 
 # Faults found and kept as their own xfail tests (end of this file), not enforced by
 # the fuzzer so that it goes on looking for others (parse_upstream's ``tolerate``
-# names; none now: "bare-eol-before-request" is fixed).
+# names; none now).
 TOLERATE = frozenset()
 
 # Statuses fastgw answers a malformed request with, before any upstream sees it.
