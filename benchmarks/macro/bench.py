@@ -67,9 +67,10 @@ import urllib.request
 from pathlib import Path
 
 HOST = "127.0.0.1"
-ALL_TARGETS = ("direct", "fastgw", "nginx", "fastgw-limits", "fastgw-queue", "bare")
-DEFAULT_TARGETS = ("direct", "fastgw", "nginx")
-PROXIES = ("fastgw", "nginx", "fastgw-limits", "fastgw-queue", "bare")
+ALL_TARGETS = ("direct", "fastgw", "nginx", "haproxy", "fastgw-limits", "fastgw-queue", "bare")
+# haproxy joins the default run when it is installed (it is never installed for you).
+DEFAULT_TARGETS = ("direct", "fastgw", "nginx") + (("haproxy",) if shutil.which("haproxy") else ())
+PROXIES = ("fastgw", "nginx", "haproxy", "fastgw-limits", "fastgw-queue", "bare")
 # bare: bare_proxy.py, uvloop + httptools and nothing else (the issue's "60-line
 # proxy"): the floor under any uvloop proxy, measured in the same run.
 # fastgw-queue: fastgw with `max_conns` and a `queue` on its peer (overload control), so
@@ -464,6 +465,28 @@ http {{
 """)
 
 
+def proxy_haproxy_conf(port: int, upstream_port: int, workers: int) -> str:
+    """HAProxy as the issue's reference table runs it: `nbthread` = workers, upstream
+    keep-alive connections reused across clients (`http-reuse always`), no logging."""
+    return f"""\
+global
+    nbthread {workers}
+    maxconn 9000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    option http-keep-alive
+    http-reuse always
+frontend bench
+    bind {HOST}:{port}
+    default_backend app
+backend app
+    server app {HOST}:{upstream_port}
+"""
+
+
 def fastgw_conf(port: int, upstream_port: int, workers: int, limits: bool = False,
                 queue: bool = False) -> str:
     peer = (f"server {HOST}:{upstream_port} max_conns={QUEUE_MAX_CONNS}; "
@@ -669,6 +692,10 @@ def start_proxy(name: str, args, root: Path, upstream_port: int,
         argv = taskset(proxy_cpus) + [
             "nginx", "-p", f"{prefix}/", "-e", f"{prefix}/logs/error.log",
             "-c", str(conf), "-g", "daemon off;"]
+    elif name == "haproxy":
+        conf = prefix / "conf" / "haproxy.cfg"
+        conf.write_text(proxy_haproxy_conf(port, upstream_port, args.workers))
+        argv = taskset(proxy_cpus) + [shutil.which("haproxy") or "haproxy", "-db", "-f", str(conf)]
     elif name == "bare":
         conf = Path(__file__).with_name("bare_proxy.py")
         argv = taskset(proxy_cpus) + [sys.executable, str(conf), str(port), str(upstream_port)]
@@ -835,6 +862,7 @@ def print_table(medians: dict, ratios: dict, targets: list[str],
         r = ratios.get(str(c)) or {}
         for label, q in (("fastgw/nginx", r if "rps" in r else None),
                          ("queue/nginx", r.get("queue_over_nginx")),
+                         ("haproxy/nginx", r.get("haproxy_over_nginx")),
                          ("bare/nginx", r.get("bare_over_nginx")),
                          ("limits/fastgw", r.get("limits"))):
             if q:
@@ -1120,6 +1148,10 @@ def main(argv=None) -> int:
         if fq and n:
             ratios.setdefault(key, {})["queue_over_nginx"] = {
                 k: ratio(fq[k], n[k]) for k in ("rps", "p50_ms", "p99_ms", "proxy_us_per_req")}
+        fh = med.get("haproxy")
+        if fh and n:
+            ratios.setdefault(key, {})["haproxy_over_nginx"] = {
+                k: ratio(fh[k], n[k]) for k in ("rps", "p50_ms", "p99_ms", "proxy_us_per_req")}
         fb = med.get("bare")
         if fb and n:
             ratios.setdefault(key, {})["bare_over_nginx"] = {
