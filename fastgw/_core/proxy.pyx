@@ -686,20 +686,58 @@ def _linger_end(Runtime rt, int fd, sock):
     sock.close()
 
 
-cdef class Downstream:
+cdef class HttpEnd:
+    """One end of an HTTP/1.1 connection as llhttp reads it (Downstream: requests,
+    UpstreamConn: responses).
+
+    llhttp's state lives inside the object (no allocation per connection or per
+    message); its ``data`` points back here for the C callbacks (see _req_* and
+    _resp_* at the end of this module). A header field line comes in pieces,
+    across callbacks and reads: it reaches ``_on_header`` once its value is
+    complete, that is when the next field begins or the section ends.
+    """
+
+    cdef llhttp_t p
+    cdef bytes hname
+    cdef bytes hvalue
+
+    cdef int _on_header_field(self, const char* at, size_t length) except -1:
+        cdef bytes name = self.hname, value = self.hvalue
+        cdef bytes piece = PyBytes_FromStringAndSize(at, <Py_ssize_t>length)
+        if value is not None:
+            # A new field line begins: the previous one is complete.
+            self.hname = piece
+            self.hvalue = None
+            return self._on_header(name, value)
+        self.hname = piece if name is None else name + piece
+        return 0
+
+    cdef int _on_header_value(self, const char* at, size_t length) except -1:
+        cdef bytes piece = PyBytes_FromStringAndSize(at, <Py_ssize_t>length)
+        self.hvalue = piece if self.hvalue is None else self.hvalue + piece
+        return 0
+
+    cdef inline int _header_done(self) except -1:
+        """The last field line of a header (or trailer) section is complete."""
+        cdef bytes name = self.hname, value = self.hvalue
+        if value is None:
+            return 0
+        self.hname = None
+        self.hvalue = None
+        return self._on_header(name, value)
+
+    cdef int _on_header(self, bytes name, bytes value) except -1:
+        """One complete field line: 0 to go on, 1 to stop (each end says why)."""
+        return 0
+
+
+cdef class Downstream(HttpEnd):
     """The client side of one connection (an asyncio protocol driven by uvloop)."""
 
     cdef Runtime rt
     cdef public Listener listener
     cdef object loop
     cdef object transport
-    # llhttp's state, inside the object (no allocation per connection or per request);
-    # its ``data`` points back here for the callbacks (see _req_* below).
-    cdef llhttp_t p
-    # A header field line llhttp delivers in pieces (across callbacks and reads):
-    # it reaches _on_header once its value is complete.
-    cdef bytes hname
-    cdef bytes hvalue
     # A Python exception a callback raised (a bug, not a malformed request): the
     # callback stops llhttp and _feed reports it.
     cdef object cb_error
@@ -1147,31 +1185,6 @@ cdef class Downstream:
             self.reject_status = 414
             return 1
         return 0
-
-    cdef int _on_header_field(self, const char* at, size_t length) except -1:
-        cdef bytes name = self.hname, value = self.hvalue
-        cdef bytes piece = PyBytes_FromStringAndSize(at, <Py_ssize_t>length)
-        if value is not None:
-            # A new field line begins: the previous one is complete.
-            self.hname = piece
-            self.hvalue = None
-            return self._on_header(name, value)
-        self.hname = piece if name is None else name + piece
-        return 0
-
-    cdef int _on_header_value(self, const char* at, size_t length) except -1:
-        cdef bytes piece = PyBytes_FromStringAndSize(at, <Py_ssize_t>length)
-        self.hvalue = piece if self.hvalue is None else self.hvalue + piece
-        return 0
-
-    cdef inline int _header_done(self) except -1:
-        """The last field line of a header (or trailer) section is complete."""
-        cdef bytes name = self.hname, value = self.hvalue
-        if value is None:
-            return 0
-        self.hname = None
-        self.hvalue = None
-        return self._on_header(name, value)
 
     cdef int _on_header(self, bytes name, bytes value) except -1:
         cdef Request r = self.parsing
@@ -2375,7 +2388,7 @@ cdef int _status_for(object exc, Request r):
 
 # -- upstream -------------------------------------------------------------------------------
 
-cdef class UpstreamConn:
+cdef class UpstreamConn(HttpEnd):
     """One connection to a peer: sends a request, parses and relays its response.
 
     Kept in the pool between requests when both ends agree to keep it alive.
@@ -2389,10 +2402,6 @@ cdef class UpstreamConn:
     cdef Peer peer
     cdef object loop
     cdef object transport
-    # llhttp's response parser state (as Downstream's), and a field line in pieces.
-    cdef llhttp_t p
-    cdef bytes hname
-    cdef bytes hvalue
     # Why llhttp stopped: a callback's reason (str) or exception (a bug).
     cdef object parse_error
     cdef Downstream ds
@@ -2841,31 +2850,6 @@ cdef class UpstreamConn:
         cdef bytes reason = PyBytes_FromStringAndSize(at, <Py_ssize_t>length)
         self.reason = reason if self.reason is None else self.reason + reason
         return 0
-
-    cdef int _on_header_field(self, const char* at, size_t length) except -1:
-        cdef bytes name = self.hname, value = self.hvalue
-        cdef bytes piece = PyBytes_FromStringAndSize(at, <Py_ssize_t>length)
-        if value is not None:
-            # A new field line begins: the previous one is complete.
-            self.hname = piece
-            self.hvalue = None
-            return self._on_header(name, value)
-        self.hname = piece if name is None else name + piece
-        return 0
-
-    cdef int _on_header_value(self, const char* at, size_t length) except -1:
-        cdef bytes piece = PyBytes_FromStringAndSize(at, <Py_ssize_t>length)
-        self.hvalue = piece if self.hvalue is None else self.hvalue + piece
-        return 0
-
-    cdef inline int _header_done(self) except -1:
-        """The last field line of a header (or trailer) section is complete."""
-        cdef bytes name = self.hname, value = self.hvalue
-        if value is None:
-            return 0
-        self.hname = None
-        self.hvalue = None
-        return self._on_header(name, value)
 
     cdef int _on_header(self, bytes name, bytes value) except -1:
         if self.head_sent:
