@@ -694,12 +694,16 @@ cdef class HttpEnd:
     message); its ``data`` points back here for the C callbacks (see _req_* and
     _resp_* at the end of this module). A header field line comes in pieces,
     across callbacks and reads: it reaches ``_on_header`` once its value is
-    complete, that is when the next field begins or the section ends.
+    complete, that is when the next field begins or the section ends. A line
+    longer than ``line_limit`` (name, value and 4 bytes for ": " and CRLF) is
+    refused while it is still arriving, in the header section and in a trailer
+    section alike: no end buffers an endless line.
     """
 
     cdef llhttp_t p
     cdef bytes hname
     cdef bytes hvalue
+    cdef Py_ssize_t line_limit
 
     cdef int _on_header_field(self, const char* at, size_t length) except -1:
         cdef bytes name = self.hname, value = self.hvalue
@@ -710,12 +714,26 @@ cdef class HttpEnd:
             self.hvalue = None
             return self._on_header(name, value)
         self.hname = piece if name is None else name + piece
-        return 0
+        return self._check_line()
 
     cdef int _on_header_value(self, const char* at, size_t length) except -1:
         cdef bytes piece = PyBytes_FromStringAndSize(at, <Py_ssize_t>length)
         self.hvalue = piece if self.hvalue is None else self.hvalue + piece
+        return self._check_line()
+
+    cdef inline int _check_line(self) except -1:
+        cdef Py_ssize_t n = 4
+        if self.hname is not None:
+            n += len(self.hname)
+        if self.hvalue is not None:
+            n += len(self.hvalue)
+        if n > self.line_limit:
+            return self._line_too_long()
         return 0
+
+    cdef int _line_too_long(self) except -1:
+        """A field line passed ``line_limit``: 1 to stop (each end says why)."""
+        return 1
 
     cdef inline int _header_done(self) except -1:
         """The last field line of a header (or trailer) section is complete."""
@@ -812,6 +830,7 @@ cdef class Downstream(HttpEnd):
         self._state(S_IDLE)
         self.vhosts = vhosts
         self.default_server = <Server>vhosts.default
+        self.line_limit = self.default_server.header_buffer_size
         self._parser_init()
 
     cdef inline void _parser_init(self) noexcept:
@@ -1186,20 +1205,30 @@ cdef class Downstream(HttpEnd):
             return 1
         return 0
 
+    cdef int _line_too_long(self) except -1:
+        self.reject_status = 431
+        return 1
+
     cdef int _on_header(self, bytes name, bytes value) except -1:
         cdef Request r = self.parsing
         cdef bytes lname
         cdef Py_ssize_t size = len(name) + len(value) + 4
-        if r.head_done:
-            # A trailer section (after a chunked body) never joins the header
-            # section: fastgw drops request trailers.
-            return 0
+        cdef Py_ssize_t n = len(value)
+        if n and (value[n - 1] == 32 or value[n - 1] == 9):
+            # RFC 9110 §5.5: whitespace around a value is not part of it (llhttp
+            # drops only the leading OWS); nginx strips it too.
+            value = value.rstrip(b" \t")
+        # The header and trailer sections share large_client_header_buffers' bound.
         r.head_size += size
         if (size > self.default_server.header_buffer_size
                 or r.head_size > self.default_server.header_buffers * self.default_server.header_buffer_size):
             # RFC 6585 §5 (nginx says 400 here; fastgw names the cause).
             self.reject_status = 431
             return 1
+        if r.head_done:
+            # A trailer section (after a chunked body) never joins the header
+            # section: fastgw drops request trailers.
+            return 0
         if has_byte(name, 95):  # "_"
             # nginx ignores such fields by default (underscores_in_headers off): a
             # backend that maps names to CGI-style variables would confuse
@@ -1231,7 +1260,7 @@ cdef class Downstream(HttpEnd):
         elif lname == b"expect":
             if value.strip().lower() == b"100-continue":
                 r.expect_continue = True
-            else:
+            elif value.strip():  # (an empty list asks nothing: RFC 9110 §5.6.1)
                 # RFC 9110 §10.1.1: an expectation the server cannot meet is 417.
                 r.error_status = 417
         elif lname == b"x-forwarded-for":
@@ -1429,6 +1458,11 @@ cdef class Downstream(HttpEnd):
                 if 0 <= q < end:
                     end = q
             host = rest[:end]
+            if not _uri_host_ok(host):
+                # nginx parses this authority as a host[:port] and nothing else: no
+                # userinfo (RFC 9110 §4.2.4: treat "user@" as an error), no ",;%_".
+                self._respond(r, 400, None, b"", True)
+                return
             rest = rest[end:]
             if not rest.startswith(b"/"):
                 rest = b"/" + rest
@@ -2334,6 +2368,38 @@ cdef class Downstream(HttpEnd):
         self._close()
 
 
+cdef bint _uri_host_ok(bytes host):
+    """True for the authority of an absolute-form target as nginx's request-line parser
+    takes it: ``[IPv6]`` or letters, digits, ``.`` and ``-``, then an optional
+    ``:port`` of digits (ngx_http_parse_request_line's sw_host states)."""
+    cdef const unsigned char* p = <const unsigned char*>(<const char*>host)
+    cdef Py_ssize_t n = len(host), i = 0
+    cdef unsigned char c
+    if n and p[0] == 91:  # "[": up to "]", hex digits, ":" and "." only
+        i = 1
+        while i < n and p[i] != 93:
+            c = p[i] | 0x20
+            if not (48 <= p[i] <= 58 or 97 <= c <= 102 or p[i] == 46):
+                return False
+            i += 1
+        if i >= n:
+            return False
+        i += 1
+    else:
+        while i < n and p[i] != 58:
+            c = p[i] | 0x20
+            if not (97 <= c <= 122 or 48 <= p[i] <= 57 or p[i] == 46 or p[i] == 45):
+                return False
+            i += 1
+    if i < n:  # ":port"
+        if p[i] != 58:
+            return False
+        for i in range(i + 1, n):
+            if not 48 <= p[i] <= 57:
+                return False
+    return True
+
+
 cdef bint _upgrade_field(bytes name, bytes value):
     """True for a proxy_set_header field that asks the upstream to upgrade."""
     cdef bytes lname = name.lower()
@@ -2463,6 +2529,7 @@ cdef class UpstreamConn(HttpEnd):
     cdef inline void _parser_init(self) noexcept:
         """A fresh llhttp response parser (strict: no lenient flag is ever set)."""
         llhttp_init(&self.p, HTTP_RESPONSE, &RESP_SETTINGS)
+        self.line_limit = MAX_UPSTREAM_HEAD
         self.p.data = <void*>self
         self.hname = None
         self.hvalue = None
@@ -2851,12 +2918,16 @@ cdef class UpstreamConn(HttpEnd):
         self.reason = reason if self.reason is None else self.reason + reason
         return 0
 
+    cdef int _line_too_long(self) except -1:
+        return self._stop("too big header")
+
     cdef int _on_header(self, bytes name, bytes value) except -1:
-        if self.head_sent:
-            return 0  # response trailers: never merged into the header section
+        # The head and a trailer section share MAX_UPSTREAM_HEAD.
         self.head_size += len(name) + len(value) + 4
         if self.head_size > MAX_UPSTREAM_HEAD:
             return self._stop("too big header")
+        if self.head_sent:
+            return 0  # response trailers: never merged into the header section
         self.resp_headers.append((name, value, name.lower()))
         return 0
 

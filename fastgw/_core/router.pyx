@@ -83,10 +83,13 @@ cpdef bytes normalize_host(bytes host):
     cdef bint lower = True
     if not host:
         return None  # nginx: an empty Host is a 400 ("client sent invalid host header")
-    if host[0] == 91:  # "[": IPv6 literal
+    if host[0] == 91:  # "[": IPv6 literal, then nothing or ":port"
         end = host.find(b"]")
         if end < 0:
             return None
+        port = host[end + 1:]
+        if port and (port[0] != 58 or (len(port) > 1 and not port[1:].isdigit())):
+            return None  # "[::1]/../x": nginx says 400 too
         return host[:end + 1].lower()
     end = host.rfind(b":")
     if end >= 0:

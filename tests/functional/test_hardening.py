@@ -209,6 +209,41 @@ def test_absolute_form_sets_host_for_routing_and_upstream(gw):
     assert parse_responses(out)[0][0] == 200
 
 
+@pytest.mark.parametrize("authority", [b"b.test@evil", b"x@b.test", b"a.test,b.test", b"a.test;x",
+                                       b"a.test%2fx", b"a_b.test", b"a.test:8x", b"[::1]x", b"[::1"])
+def test_absolute_form_authority_is_a_host_and_port_only(gw, authority):
+    """nginx's request-line parser takes only [IPv6] or letters, digits, "." and "-", then
+    ":port": userinfo (RFC 9110 §4.2.4) and other bytes are a 400 with nothing forwarded
+    (found by a break-it review: "b.test@evil" went upstream as Host)."""
+    g = gw(extra="location /abs { proxy_pass http://app/echo; proxy_set_header Host $host; }")
+    out = raw_request(g.port, b"GET http://" + authority + b"/abs HTTP/1.1\r\nHost: a\r\n"
+                              b"Connection: close\r\n\r\n")
+    assert parse_responses(out)[0][0] == 400
+
+
+def test_host_details_as_nginx(gw):
+    """An IPv6 Host is "[...]" with an optional port and nothing else; trailing
+    whitespace is not part of a value (RFC 9110 §5.5); an empty Expect asks for
+    nothing (RFC 9110 §5.6.1: an empty list)."""
+    g = gw(extra="location /abs { proxy_pass http://app/echo; proxy_set_header Host $host; }")
+
+    def ask(head):
+        out = raw_request(g.port, b"GET /abs HTTP/1.1\r\n" + head + b"Connection: close\r\n\r\n")
+        return parse_responses(out)[0]
+
+    assert ask(b"Host: [::1]/../x\r\n")[0] == 400
+    assert ask(b"Host: [::1]:8x\r\n")[0] == 400
+    status, _, body = ask(b"Host: [::1]:80\r\n")
+    assert status == 200 and dict((n.lower(), v) for n, v in json.loads(body)["headers"])["host"] == "[::1]"
+    status, _, body = ask(b"Host: a.test \r\nX-Foo: bar  \r\nX-Forwarded-For: 1.2.3.4 \r\n")
+    assert status == 200, body
+    sent = dict((n.lower(), v) for n, v in json.loads(body)["headers"])
+    assert sent["host"] == "a.test" and sent["x-foo"] == "bar"
+    assert sent["x-forwarded-for"].startswith("1.2.3.4,") or sent["x-forwarded-for"] == "1.2.3.4"
+    assert ask(b"Host: a.test\r\nExpect: \r\n")[0] == 200
+    assert ask(b"Host: a.test\r\nExpect: bogus\r\n")[0] == 417
+
+
 def _rss_kib(pid):
     with open(f"/proc/{pid}/status") as fh:
         return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
